@@ -1,0 +1,9 @@
+"""Clients for Microsoft Advertising's REST/JSON APIs, one module per API.
+
+- http.py: the one HTTP session factory (timeout, User-Agent); nothing else calls requests.
+- errors.py: the error type and the single place where statuses and codes are classified.
+- oauth.py: the Microsoft identity platform (authorize URL, code exchange, refresh).
+- campaign.py: Campaign Management v13 (ApplyOfflineConversions, conversion goals).
+
+Reference for every wire detail: ../shared/docs/microsoft-ads-api.md (section numbers cited).
+"""

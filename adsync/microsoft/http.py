@@ -1,0 +1,34 @@
+"""The single HTTP choke point for calls to Microsoft: a session with a timeout and a User-Agent.
+
+Network failures become MicrosoftAdsError(kind=TRANSIENT), so callers deal with one error type.
+"""
+
+import requests
+from django.conf import settings
+
+from adsync.microsoft.errors import Kind, MicrosoftAdsError
+
+USER_AGENT = "adsync/0.1 (+offline conversions)"
+
+
+def new_session() -> requests.Session:
+    session = requests.Session()
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
+def post_json(session: requests.Session, url: str, body: dict, headers: dict) -> requests.Response:
+    """POST JSON with the configured timeout; transport failures are transient errors."""
+    try:
+        return session.post(
+            url,
+            json=body,
+            headers={"Content-Type": "application/json", "Accept": "application/json", **headers},
+            timeout=settings.MICROSOFT_ADS_TIMEOUT,
+        )
+    except requests.Timeout:
+        raise MicrosoftAdsError(f"Timed out after {settings.MICROSOFT_ADS_TIMEOUT:g}s calling {url}",
+                                kind=Kind.TRANSIENT) from None
+    except requests.RequestException as exc:
+        raise MicrosoftAdsError(f"Network error calling {url}: {exc.__class__.__name__}",
+                                kind=Kind.TRANSIENT) from None

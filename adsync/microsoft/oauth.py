@@ -1,0 +1,109 @@
+"""Microsoft identity platform (OAuth 2.0) for Microsoft Advertising, through requests-oauthlib.
+
+Reference: ../shared/docs/microsoft-ads-api.md §2 (endpoints, scopes, token errors).
+Authorize: settings.MICROSOFT_ADS_OAUTH_AUTHORIZE_URL; token: settings.MICROSOFT_ADS_OAUTH_TOKEN_URL.
+Token-endpoint failures become MicrosoftAdsError: invalid_grant → RECONNECT (the card shows
+Token expired), 5xx and network → TRANSIENT (retried later, state unchanged).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+import requests
+from django.conf import settings
+from django.utils import timezone
+from oauthlib.oauth2 import OAuth2Error
+from requests_oauthlib import OAuth2Session
+
+from adsync.microsoft.errors import Kind, MicrosoftAdsError
+from adsync.microsoft.http import USER_AGENT
+
+
+# Microsoft answers with fewer scopes than asked (offline_access is not echoed): not an error.
+os.environ.setdefault("OAUTHLIB_RELAX_TOKEN_SCOPE", "1")
+_LOOPBACK = {"127.0.0.1", "localhost", "::1", "testserver"}
+
+
+def _allow_plain_http_for_loopback(url: str) -> None:
+    """oauthlib insists on HTTPS; the built-in emulator and test doubles live on loopback over HTTP."""
+    parts = urlsplit(url)
+    if parts.scheme == "http" and parts.hostname in _LOOPBACK:
+        os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
+
+
+@dataclass
+class TokenSet:
+    access_token: str
+    refresh_token: str
+    expires_at: datetime
+
+    @classmethod
+    def from_response(cls, token: dict, previous_refresh_token: str = "") -> TokenSet:
+        expires_in = int(token.get("expires_in") or 3600)
+        return cls(
+            access_token=token["access_token"],
+            # Rotation: always keep the new refresh token; fall back only if none was returned.
+            refresh_token=token.get("refresh_token") or previous_refresh_token,
+            expires_at=timezone.now() + timedelta(seconds=expires_in),
+        )
+
+
+def scope() -> list[str]:
+    return settings.MICROSOFT_ADS_OAUTH_SCOPE.split()
+
+
+def _raise_on_server_error(response: requests.Response) -> requests.Response:
+    """Compliance hook: a 5xx or non-JSON answer is transient, not a parse error deep in oauthlib."""
+    if response.status_code >= 500:
+        raise MicrosoftAdsError(f"HTTP {response.status_code} from the token endpoint", kind=Kind.TRANSIENT,
+                                http_status=response.status_code)
+    if response.status_code >= 400:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or "error" not in body:
+            raise MicrosoftAdsError(f"HTTP {response.status_code} from the token endpoint: {response.text[:300]}",
+                                    kind=Kind.TRANSIENT if response.status_code == 429 else Kind.REVIEW,
+                                    http_status=response.status_code)
+    return response
+
+
+def _session(client_id: str, **kwargs) -> OAuth2Session:
+    oauth = OAuth2Session(client_id, scope=scope(), **kwargs)
+    oauth.headers["User-Agent"] = USER_AGENT
+    oauth.register_compliance_hook("access_token_response", _raise_on_server_error)
+    oauth.register_compliance_hook("refresh_token_response", _raise_on_server_error)
+    return oauth
+
+
+def _token_error(exc: OAuth2Error) -> MicrosoftAdsError:
+    """invalid_grant means revoked / expired / re-consent needed: reconnect, never retry."""
+    message = exc.description or exc.error
+    kind = Kind.RECONNECT if exc.error in {"invalid_grant", "interaction_required", "consent_required"} else Kind.REVIEW
+    return MicrosoftAdsError(message, kind=kind, error_code=exc.error, http_status=exc.status_code)
+
+
+def refresh(client_id: str, client_secret: str, refresh_token: str) -> TokenSet:
+    """Spend a refresh token for a new access token and a new (rotated) refresh token."""
+    oauth = _session(client_id)
+    _allow_plain_http_for_loopback(settings.MICROSOFT_ADS_OAUTH_TOKEN_URL)
+    try:
+        token = oauth.refresh_token(
+            settings.MICROSOFT_ADS_OAUTH_TOKEN_URL,
+            refresh_token=refresh_token,
+            client_id=client_id,
+            client_secret=client_secret,
+            include_client_id=True,
+            timeout=settings.MICROSOFT_ADS_TIMEOUT,
+        )
+    except OAuth2Error as exc:
+        raise _token_error(exc) from None
+    except requests.RequestException as exc:
+        raise MicrosoftAdsError(f"Network error calling the token endpoint: {exc.__class__.__name__}",
+                                kind=Kind.TRANSIENT) from None
+    return TokenSet.from_response(token, refresh_token)

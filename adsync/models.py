@@ -1,0 +1,388 @@
+"""adsync's data: sites, clicks, conversions, Microsoft Ads connections and the sync log.
+
+A conversion becomes one Push (a sync-log row) per connection of its site that maps its
+event. Pushes are claimed, sent and resolved by adsync/tasks.py; their outcome is always
+written with filter(...).update(...), so a row's status only ever moves forward under a
+condition the writer checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from datetime import timedelta
+from datetime import timezone as dt_timezone
+
+from django.conf import settings
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from adsync.crypto import EncryptedTextField
+
+
+def new_site_key() -> str:
+    return "pk_" + secrets.token_hex(8)
+
+
+def hash_api_secret(secret: str) -> str:
+    """Server API secrets are random 32-byte tokens, so a plain SHA-256 is a safe lookup hash."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class Site(models.Model):
+    """A client website that embeds the snippet and may call the server API."""
+
+    name = models.CharField(max_length=200)
+    key = models.CharField(
+        "public site key", max_length=40, unique=True, default=new_site_key,
+        help_text="Public: embedded in the snippet tag on the client's pages.",
+    )
+    api_secret_hash = models.CharField(max_length=64, blank=True, editable=False, db_index=True)
+    allowed_origins = models.TextField(
+        blank=True,
+        help_text="One origin per line, e.g. https://shop.example.com. The snippet's calls "
+        "from other origins are refused.",
+    )
+    default_currency = models.CharField(max_length=3, default="USD")
+    default_country = models.CharField(
+        max_length=2, default="US", help_text="ISO country used to read phone numbers written without +country code."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def origin_list(self) -> list[str]:
+        return [line.strip().rstrip("/") for line in self.allowed_origins.splitlines() if line.strip()]
+
+    def allows_origin(self, origin: str | None) -> bool:
+        return bool(origin) and origin.rstrip("/") in self.origin_list()
+
+    def rotate_api_secret(self) -> str:
+        """Issue a new server API secret; only its hash is kept, so show the return value once."""
+        secret = "sk_" + secrets.token_urlsafe(32)
+        self.api_secret_hash = hash_api_secret(secret)
+        self.save(update_fields=["api_secret_hash"])
+        return secret
+
+    @classmethod
+    def for_api_secret(cls, secret: str) -> Site | None:
+        if not secret:
+            return None
+        return cls.objects.filter(api_secret_hash=hash_api_secret(secret)).first()
+
+
+class Click(models.Model):
+    """A landing with msclkid, reported by the snippet: ties a first-party visitor to a click."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="clicks")
+    visitor_id = models.CharField(max_length=64, db_index=True)
+    msclkid = models.CharField(max_length=100)
+    clicked_at = models.DateTimeField(default=timezone.now)
+    landing_url = models.URLField(max_length=2000, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["site", "msclkid"], name="click_unique_per_site"),
+        ]
+        indexes = [
+            models.Index(fields=["site", "visitor_id", "-clicked_at"], name="click_visitor_latest"),
+            models.Index(fields=["clicked_at"], name="click_retention"),
+        ]
+
+    def __str__(self) -> str:
+        return self.msclkid
+
+    @classmethod
+    def latest_for_visitor(cls, site: Site, visitor_id: str, before) -> Click | None:
+        if not visitor_id:
+            return None
+        window_start = before - timedelta(days=settings.ADSYNC_RETENTION_DAYS)
+        return (
+            cls.objects.filter(site=site, visitor_id=visitor_id, clicked_at__lte=before, clicked_at__gte=window_start)
+            .order_by("-clicked_at")
+            .first()
+        )
+
+
+class Conversion(models.Model):
+    """One business event (a purchase, a lead...). A repeated (site, event, order id) is the same conversion."""
+
+    SOURCE_BROWSER = "browser"
+    SOURCE_SERVER = "server"
+    SOURCE_ADMIN = "admin"
+    SOURCES = [(SOURCE_BROWSER, "Browser snippet"), (SOURCE_SERVER, "Server API"), (SOURCE_ADMIN, "Admin test")]
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="conversions")
+    event_name = models.CharField(max_length=100)
+    order_id = models.CharField(max_length=200, null=True, blank=True)
+    value = models.DecimalField(max_digits=15, decimal_places=3, null=True, blank=True,
+                                validators=[MinValueValidator(0)])
+    currency = models.CharField(max_length=3, blank=True)
+    occurred_at = models.DateTimeField("conversion time (UTC)", default=timezone.now)
+    visitor_id = models.CharField(max_length=64, blank=True)
+    msclkid = models.CharField(max_length=100, blank=True)
+    click_time = models.DateTimeField(null=True, blank=True)
+    hashed_email = models.CharField(max_length=64, blank=True)
+    hashed_phone = models.CharField(max_length=64, blank=True)
+    source = models.CharField(max_length=10, choices=SOURCES, default=SOURCE_BROWSER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["site", "event_name", "order_id"], name="conversion_unique_order",
+                condition=Q(order_id__isnull=False),
+            ),
+        ]
+        indexes = [models.Index(fields=["site", "-occurred_at"], name="conversion_site_time")]
+
+    def __str__(self) -> str:
+        return f"{self.event_name} {self.order_id or ''}".strip()
+
+    @property
+    def has_identity(self) -> bool:
+        return bool(self.msclkid)
+
+    @property
+    def has_hashed_pii(self) -> bool:
+        return bool(self.hashed_email or self.hashed_phone)
+
+
+class Connection(models.Model):
+    """The Microsoft Ads card: one ad account connected for one site, with its health."""
+
+    PLATFORM_MICROSOFT_ADS = "microsoft_ads"
+    PLATFORMS = [(PLATFORM_MICROSOFT_ADS, "Microsoft Ads")]
+
+    ACTIVE = "active"
+    TOKEN_EXPIRED = "token_expired"
+    DISCONNECTED = "disconnected"
+    STATUSES = [(ACTIVE, "Active"), (TOKEN_EXPIRED, "Token expired"), (DISCONNECTED, "Disconnected")]
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="connections")
+    platform = models.CharField(max_length=20, choices=PLATFORMS, default=PLATFORM_MICROSOFT_ADS)
+    status = models.CharField(max_length=20, choices=STATUSES, default=DISCONNECTED, db_index=True)
+    customer_id = models.CharField("Customer ID", max_length=20, blank=True)
+    account_id = models.CharField("Account ID", max_length=20, blank=True)
+    account_name = models.CharField(max_length=200, blank=True)
+    account_number = models.CharField(max_length=20, blank=True)
+
+    # Optional per-connection OAuth app; settings.MICROSOFT_ADS_CLIENT_ID/SECRET otherwise.
+    client_id = models.CharField(max_length=100, blank=True)
+    client_secret = EncryptedTextField(blank=True)
+    access_token = EncryptedTextField(blank=True)
+    refresh_token = EncryptedTextField(blank=True)
+    token_expires_at = models.DateTimeField(null=True, blank=True)
+    refreshed_at = models.DateTimeField(null=True, blank=True)
+    # A lease, not a transaction: the refresh HTTP call happens while it is held, and no
+    # database transaction may stay open across an HTTP call (SQLite would lock the emulator out).
+    refresh_lock_until = models.DateTimeField(null=True, blank=True, editable=False)
+
+    enhanced_conversions = models.BooleanField(
+        default=False,
+        help_text="Send conversions that have a hashed email or phone but no msclkid (enhanced conversions "
+        "must be turned on for the goal in Microsoft Ads).",
+    )
+    throttled_until = models.DateTimeField(null=True, blank=True)
+
+    last_flush_at = models.DateTimeField(null=True, blank=True)
+    last_insights_sync_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["site__name", "id"]
+
+    def __str__(self) -> str:
+        label = self.account_name or self.account_id or "not connected"
+        return f"{self.site} · Microsoft Ads · {label}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.ACTIVE
+
+    @property
+    def is_stale(self) -> bool:
+        """Active but the insights sync has not succeeded in the last 24 hours."""
+        if self.status != self.ACTIVE:
+            return False
+        if self.last_insights_sync_at is None:
+            return True
+        return timezone.now() - self.last_insights_sync_at > timedelta(hours=24)
+
+    def record_error(self, message: str) -> None:
+        now = timezone.now()
+        Connection.objects.filter(pk=self.pk).update(last_error=message, last_error_at=now)
+        self.last_error, self.last_error_at = message, now
+
+    def oauth_client(self) -> tuple[str, str]:
+        """(client id, client secret): the connection's own app if entered, else the settings'."""
+        if self.client_id:
+            return self.client_id, self.client_secret
+        return settings.MICROSOFT_ADS_CLIENT_ID, settings.MICROSOFT_ADS_CLIENT_SECRET
+
+    def mark_token_expired(self, reason: str) -> None:
+        now = timezone.now()
+        Connection.objects.filter(pk=self.pk).update(
+            status=Connection.TOKEN_EXPIRED, last_error=reason, last_error_at=now
+        )
+        self.status, self.last_error, self.last_error_at = Connection.TOKEN_EXPIRED, reason, now
+
+    def goal_name_for(self, event_name: str) -> str | None:
+        mapping = self.goal_mappings.filter(event_name=event_name).first()
+        return mapping.goal_name if mapping else None
+
+
+class GoalMapping(models.Model):
+    """Event name → Microsoft Goal Name. Stored exactly as typed: never trimmed or re-cased."""
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="goal_mappings")
+    event_name = models.CharField(max_length=100)
+    goal_name = models.CharField(
+        "Goal Name", max_length=100,
+        help_text="Exactly as in Microsoft Ads → Tools → Conversion goals (case-sensitive; copy-paste it).",
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "event_name"], name="mapping_unique_event"),
+        ]
+        ordering = ["event_name"]
+
+    def __str__(self) -> str:
+        return f"{self.event_name} → {self.goal_name}"
+
+
+class PushQuerySet(models.QuerySet):
+    def due(self, now=None):
+        """Queued rows no worker holds and whose retry time has come."""
+        now = now or timezone.now()
+        return self.filter(status=Push.QUEUED, next_attempt_at__lte=now).filter(
+            Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+        )
+
+
+class Push(models.Model):
+    """A sync-log row: one conversion sent (or held back) to one connection."""
+
+    QUEUED = "queued"
+    SENT = "sent"
+    PENDING_IDENTITY = "pending_identity"
+    ERROR = "error"
+    STATUSES = [(QUEUED, "queued"), (SENT, "sent"), (PENDING_IDENTITY, "pending_identity"), (ERROR, "error")]
+
+    conversion = models.ForeignKey(Conversion, on_delete=models.CASCADE, related_name="pushes")
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="pushes")
+    goal_name = models.CharField("Goal Name", max_length=100)
+    msclkid = models.CharField(max_length=100, blank=True)
+    hashed_email = models.CharField(max_length=64, blank=True)
+    hashed_phone = models.CharField(max_length=64, blank=True)
+    value = models.DecimalField(max_digits=15, decimal_places=3, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    conversion_time = models.DateTimeField(help_text="Sent to Microsoft as ConversionTime, UTC, identical on every retry.")
+
+    status = models.CharField(max_length=20, choices=STATUSES, default=QUEUED)
+    error_code = models.IntegerField(null=True, blank=True, help_text="Microsoft's numeric Code")
+    error_symbol = models.CharField(max_length=100, blank=True, help_text="Microsoft's ErrorCode")
+    error_message = models.TextField(blank=True, help_text="Microsoft's Message, verbatim")
+    tracking_id = models.CharField(max_length=64, blank=True, help_text="Microsoft's TrackingId for the request")
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    claim_token = models.UUIDField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = PushQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "sync-log entry"
+        verbose_name_plural = "sync log"
+        constraints = [
+            models.UniqueConstraint(fields=["conversion", "connection"], name="push_once_per_connection"),
+        ]
+        indexes = [
+            # The flush's claim query: only queued rows are indexed, so it stays small.
+            models.Index(
+                fields=["connection", "next_attempt_at", "id"], name="push_due",
+                condition=Q(status="queued"),
+            ),
+            models.Index(fields=["connection", "status", "-created_at"], name="push_log_filter"),
+            models.Index(fields=["-created_at", "-id"], name="push_log_recent"),
+            models.Index(fields=["msclkid"], name="push_msclkid"),
+            models.Index(fields=["claim_token"], name="push_claim_token"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.goal_name} · {self.msclkid or 'no msclkid'} · {self.status}"
+
+    @classmethod
+    def initial_status(cls, conversion: Conversion, connection: Connection) -> str:
+        if conversion.msclkid:
+            return cls.QUEUED
+        if connection.enhanced_conversions and conversion.has_hashed_pii:
+            return cls.QUEUED
+        return cls.PENDING_IDENTITY
+
+    @classmethod
+    def create_for(cls, conversion: Conversion) -> list[Push]:
+        """One push per connection of the conversion's site that maps its event.
+
+        Connections that are not active still get queued rows: they wait, and go out on the
+        first flush after Reconnect.
+        """
+        mappings = GoalMapping.objects.filter(
+            connection__site_id=conversion.site_id, event_name=conversion.event_name
+        ).select_related("connection")
+        pushes = [
+            cls(
+                conversion=conversion,
+                connection=mapping.connection,
+                goal_name=mapping.goal_name,
+                msclkid=conversion.msclkid,
+                hashed_email=conversion.hashed_email,
+                hashed_phone=conversion.hashed_phone,
+                value=conversion.value,
+                currency=conversion.currency,
+                conversion_time=conversion.occurred_at,
+                status=cls.initial_status(conversion, mapping.connection),
+            )
+            for mapping in mappings
+        ]
+        return cls.objects.bulk_create(pushes, ignore_conflicts=True)
+
+    def as_offline_conversion(self) -> dict:
+        """The OfflineConversion JSON object (reference §1.3)."""
+        item: dict = {
+            "ConversionName": self.goal_name,
+            "ConversionTime": format_conversion_time(self.conversion_time),
+        }
+        if self.value is not None:
+            item["ConversionValue"] = float(self.value)
+        if self.currency:
+            item["ConversionCurrencyCode"] = self.currency
+        if self.msclkid:
+            item["MicrosoftClickId"] = self.msclkid
+        if self.hashed_email:
+            item["HashedEmailAddress"] = self.hashed_email
+        if self.hashed_phone:
+            item["HashedPhoneNumber"] = self.hashed_phone
+        return item
+
+
+def format_conversion_time(moment) -> str:
+    """UTC, whole seconds, trailing Z: the same string on every retry so Microsoft de-duplicates."""
+    return moment.astimezone(dt_timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_claim_token() -> uuid.UUID:
+    return uuid.uuid4()

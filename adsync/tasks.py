@@ -1,0 +1,244 @@
+"""The flush: queued sync-log rows go to Microsoft Ads, ≤1,000 per ApplyOfflineConversions call.
+
+Called every 2 minutes by django-q2 (schedule `adsync:flush`, see setup_schedules) and by
+`manage.py flush_conversions`. Guarantees:
+
+- Rows are claimed with a conditional UPDATE (and SKIP LOCKED on PostgreSQL) under a short
+  lease, so an overlapping flush cannot send the same row; no transaction is held across HTTP.
+- A whole-call failure (network, timeout, 5xx, throttling, expired token) leaves every row of
+  the batch queued; nothing is marked sent unless Microsoft answered 200.
+- A crash after Microsoft answered leaves rows claimed until the lease ends; they are then
+  re-sent with the identical ConversionTime, which Microsoft ignores as a duplicate.
+- Every outcome is written with filter(claim_token=...).update(...): a constant number of
+  queries per batch, whatever the queue size.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection as db_connection
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from adsync import tokens
+from adsync.microsoft.campaign import ApplyResult, CampaignClient
+from adsync.microsoft.errors import BatchError, Kind, MicrosoftAdsError
+from adsync.models import Connection, Push
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE_SECONDS = 60
+BACKOFF_CAP_SECONDS = 6 * 3600
+CONNECTION_PAUSE = timedelta(minutes=15)
+WAIT_DELAYS = {5614: timedelta(minutes=5), 5615: timedelta(minutes=30)}
+ROW_RETRY_KINDS = {Kind.TRANSIENT, Kind.THROTTLED, Kind.WAIT}
+
+
+@dataclass
+class FlushResult:
+    """What one connection's flush did; printed by the command, summed by the task."""
+
+    connection_id: int
+    sent: int = 0
+    errors: int = 0
+    requeued: int = 0
+    requests: int = 0
+    stopped: str = ""
+    error_messages: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        text = (f"connection {self.connection_id}: {self.sent} sent, {self.errors} error, "
+                f"{self.requeued} requeued in {self.requests} request(s)")
+        return f"{text}; stopped: {self.stopped}" if self.stopped else text
+
+
+def flush_conversions(connection_ids: list[int] | None = None) -> list[FlushResult]:
+    """Flush every active connection (or the given ones). Not-active connections keep their rows queued."""
+    connections = Connection.objects.filter(status=Connection.ACTIVE).select_related("site")
+    if connection_ids:
+        connections = connections.filter(pk__in=connection_ids)
+    return [flush_connection(conn) for conn in connections]
+
+
+def scheduled_flush() -> str:
+    """Entry point for the django-q2 schedule; returns a one-line summary for the task log."""
+    results = flush_conversions()
+    return "; ".join(r.line() for r in results) or "no active connection"
+
+
+def flush_connection(connection: Connection, batch_size: int | None = None) -> FlushResult:
+    result = FlushResult(connection.pk)
+    batch_size = min(batch_size or settings.MICROSOFT_ADS_BATCH_SIZE, 1000)
+    now = timezone.now()
+    if connection.throttled_until and connection.throttled_until > now:
+        result.stopped = f"throttled by Microsoft until {connection.throttled_until:%H:%M:%S} UTC"
+        return result
+    if Push.objects.due(now).filter(connection=connection).exists():
+        try:
+            client = _client(connection, tokens.access_token_for(connection))
+        except MicrosoftAdsError as err:
+            result.stopped = err.describe()
+            return result
+        while True:
+            batch = claim_batch(connection, batch_size)
+            if not batch:
+                break
+            client = _send_batch(connection, client, batch, result)
+            if client is None:
+                break
+    Connection.objects.filter(pk=connection.pk).update(last_flush_at=timezone.now())
+    log.info("flush %s", result.line())
+    return result
+
+
+def claim_batch(connection: Connection, size: int) -> list[Push]:
+    """Reserve up to `size` due rows for this worker; a concurrent claimer gets other rows or none."""
+    now = timezone.now()
+    token = uuid.uuid4()
+    with transaction.atomic():
+        due = Push.objects.due(now).filter(connection=connection).order_by("next_attempt_at", "id")
+        if db_connection.features.has_select_for_update_skip_locked:
+            due = due.select_for_update(skip_locked=True)
+        ids = list(due.values_list("id", flat=True)[:size])
+        if not ids:
+            return []
+        Push.objects.due(now).filter(pk__in=ids).update(
+            claim_token=token, claimed_until=now + timedelta(seconds=settings.ADSYNC_CLAIM_LEASE_SECONDS)
+        )
+    return list(Push.objects.filter(claim_token=token).order_by("id"))
+
+
+def _client(connection: Connection, access_token: str) -> CampaignClient:
+    return CampaignClient(access_token=access_token, customer_id=connection.customer_id,
+                          account_id=connection.account_id)
+
+
+def _apply(connection: Connection, client: CampaignClient, items: list[dict]) -> tuple[ApplyResult, CampaignClient]:
+    """One call; on 105/109 refresh once and retry once (the official SDK's pattern, §1.7)."""
+    try:
+        return client.apply_offline_conversions(items), client
+    except MicrosoftAdsError as err:
+        if err.kind != Kind.AUTH:
+            raise
+        stale = client.headers["Authorization"].removeprefix("Bearer ")
+        client = _client(connection, tokens.refresh(connection, stale_access_token=stale))
+    try:
+        return client.apply_offline_conversions(items), client
+    except MicrosoftAdsError as err:
+        if err.kind == Kind.AUTH:
+            connection.mark_token_expired(err.describe())
+            err.kind = Kind.RECONNECT
+        raise
+
+
+def _send_batch(connection: Connection, client: CampaignClient, batch: list[Push],
+                result: FlushResult) -> CampaignClient | None:
+    """Send one claimed batch and record every row's outcome. Returns None to stop this connection."""
+    token = batch[0].claim_token
+    items = [push.as_offline_conversion() for push in batch]
+    result.requests += 1
+    try:
+        api, client = _apply(connection, client, items)
+    except MicrosoftAdsError as err:
+        _handle_call_failure(connection, batch, token, err, result)
+        return None
+    outcome = _Outcome(token)
+    for index, push in enumerate(batch):
+        error = api.errors_by_index.get(index)
+        if error is None:
+            outcome.sent.append(push.pk)
+        elif error.kind in ROW_RETRY_KINDS:
+            outcome.retry(push, error.code, error.error_code, error.message, _retry_delay(error.code, push.attempts))
+        else:
+            outcome.fail(push, error.code, error.error_code, error.message)
+    outcome.write(api.tracking_id, result)
+    return client
+
+
+def _handle_call_failure(connection: Connection, batch: list[Push], token, err: MicrosoftAdsError,
+                         result: FlushResult) -> None:
+    """The whole request failed: nothing was applied (§1.3), so rows stay queued unless Microsoft named them."""
+    now = timezone.now()
+    outcome = _Outcome(token)
+    result.stopped = err.describe()
+    connection.record_error(err.describe())
+    if err.kind == Kind.THROTTLED:
+        wait = max(60.0, err.retry_after or 0.0)
+        until = now + timedelta(seconds=wait)
+        Connection.objects.filter(pk=connection.pk).update(throttled_until=until)
+        outcome.release(batch, next_attempt_at=until)
+    elif err.kind in (Kind.RECONNECT, Kind.NO_ACCESS, Kind.ACCOUNT):
+        # A connection-level problem: the rows are fine and wait for it to be fixed.
+        outcome.release(batch, next_attempt_at=now + CONNECTION_PAUSE)
+    elif err.batch_errors:
+        named = {e.index: e for e in err.batch_errors if 0 <= e.index < len(batch)}
+        for index, push in enumerate(batch):
+            if index in named:
+                e = named[index]
+                outcome.fail(push, e.code, e.error_code, e.message)
+        outcome.release([p for i, p in enumerate(batch) if i not in named], next_attempt_at=now)
+    else:
+        for push in batch:
+            outcome.retry(push, err.code, err.error_code, err.message, _retry_delay(err.code, push.attempts))
+    outcome.write(err.tracking_id, result)
+
+
+def _retry_delay(code: int | None, attempts: int) -> timedelta:
+    if code in WAIT_DELAYS:
+        return WAIT_DELAYS[code]
+    seconds = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** attempts)
+    return timedelta(seconds=seconds * random.uniform(0.8, 1.2))
+
+
+class _Outcome:
+    """Collects a batch's row outcomes and writes them as a few grouped UPDATEs."""
+
+    def __init__(self, token):
+        self.token = token
+        self.now = timezone.now()
+        self.sent: list[int] = []
+        self.failed: dict[tuple, list[int]] = defaultdict(list)
+        self.retried: dict[tuple, list[int]] = defaultdict(list)
+        self.released: dict = defaultdict(list)
+
+    def fail(self, push: Push, code, symbol, message) -> None:
+        self.failed[(code, symbol or "", message or "")].append(push.pk)
+
+    def retry(self, push: Push, code, symbol, message, delay: timedelta) -> None:
+        if push.attempts + 1 >= settings.ADSYNC_MAX_ATTEMPTS:
+            self.fail(push, code, symbol, message)
+            return
+        # Group by attempt count so one jittered delay serves the whole group.
+        self.retried[(push.attempts, code, symbol or "", message or "", delay)].append(push.pk)
+
+    def release(self, pushes: list[Push], next_attempt_at) -> None:
+        self.released[next_attempt_at].extend(p.pk for p in pushes)
+
+    def _rows(self, ids: list[int]):
+        return Push.objects.filter(pk__in=ids, claim_token=self.token)
+
+    def write(self, tracking_id: str, result: FlushResult) -> None:
+        unclaim = {"claim_token": None, "claimed_until": None, "updated_at": self.now}
+        if self.sent:
+            result.sent += self._rows(self.sent).update(
+                status=Push.SENT, sent_at=self.now, tracking_id=tracking_id, attempts=F("attempts") + 1,
+                error_code=None, error_symbol="", error_message="", **unclaim)
+        for (code, symbol, message), ids in self.failed.items():
+            result.errors += self._rows(ids).update(
+                status=Push.ERROR, tracking_id=tracking_id, attempts=F("attempts") + 1,
+                error_code=code, error_symbol=symbol, error_message=message, **unclaim)
+            result.error_messages.append(message)
+        for (_, code, symbol, message, delay), ids in self.retried.items():
+            result.requeued += self._rows(ids).update(
+                tracking_id=tracking_id, attempts=F("attempts") + 1, next_attempt_at=self.now + delay,
+                error_code=code, error_symbol=symbol, error_message=message, **unclaim)
+        for next_attempt_at, ids in self.released.items():
+            result.requeued += self._rows(ids).update(next_attempt_at=next_attempt_at, **unclaim)

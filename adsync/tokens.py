@@ -1,0 +1,97 @@
+"""Keeping a connection's access token fresh: refresh before expiry, once, and save the rotation.
+
+Reference: ../shared/docs/microsoft-ads-api.md §2 (lifetimes, rotation, invalid_grant).
+Two workers must never spend the same rotating refresh token, so a refresh runs under a
+lease on the connection row (a conditional UPDATE), and whoever waits re-reads the token the
+other one saved instead of refreshing again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+from django.db.models import Q
+from django.utils import timezone
+
+from adsync.microsoft import oauth
+from adsync.microsoft.errors import Kind, MicrosoftAdsError
+from adsync.models import Connection
+
+log = logging.getLogger(__name__)
+
+REFRESH_MARGIN = timedelta(minutes=5)
+LOCK_LEASE = timedelta(seconds=60)
+LOCK_WAIT_SECONDS = 30.0
+
+
+def token_is_fresh(connection: Connection, margin: timedelta = REFRESH_MARGIN) -> bool:
+    return bool(
+        connection.access_token
+        and connection.token_expires_at
+        and connection.token_expires_at - timezone.now() > margin
+    )
+
+
+def access_token_for(connection: Connection) -> str:
+    """A usable access token, refreshed first if it expires within the margin."""
+    if token_is_fresh(connection):
+        return connection.access_token
+    return refresh(connection)
+
+
+def refresh(connection: Connection, *, stale_access_token: str | None = None) -> str:
+    """Refresh under the row lease and return the new access token.
+
+    With `stale_access_token` (after a 109 from the API) the refresh happens only if the stored
+    token is still that one; otherwise another worker already refreshed and its token is used.
+    """
+    _acquire_lock(connection)
+    try:
+        connection.refresh_from_db(fields=["access_token", "refresh_token", "token_expires_at", "status"])
+        if stale_access_token is None and token_is_fresh(connection):
+            return connection.access_token
+        if stale_access_token is not None and connection.access_token != stale_access_token:
+            return connection.access_token
+        if not connection.refresh_token:
+            reason = "No refresh token stored: connect the account."
+            connection.mark_token_expired(reason)
+            raise MicrosoftAdsError(reason, kind=Kind.RECONNECT)
+        client_id, client_secret = connection.oauth_client()
+        try:
+            tokens = oauth.refresh(client_id, client_secret, connection.refresh_token)
+        except MicrosoftAdsError as err:
+            if err.kind == Kind.RECONNECT:
+                connection.mark_token_expired(err.describe())
+            else:
+                connection.record_error(f"Token refresh failed, will retry: {err.describe()}")
+            log.warning("token refresh failed for connection %s: %s", connection.pk, err.kind)
+            raise
+        save_tokens(connection, tokens)
+        return tokens.access_token
+    finally:
+        Connection.objects.filter(pk=connection.pk).update(refresh_lock_until=None)
+
+
+def save_tokens(connection: Connection, tokens: oauth.TokenSet) -> None:
+    """Persist a token set at once (the old refresh token must not be used again)."""
+    connection.access_token = tokens.access_token
+    connection.refresh_token = tokens.refresh_token
+    connection.token_expires_at = tokens.expires_at
+    connection.refreshed_at = timezone.now()
+    connection.save(update_fields=["access_token", "refresh_token", "token_expires_at", "refreshed_at"])
+
+
+def _acquire_lock(connection: Connection) -> None:
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        now = timezone.now()
+        won = Connection.objects.filter(pk=connection.pk).filter(
+            Q(refresh_lock_until__isnull=True) | Q(refresh_lock_until__lt=now)
+        ).update(refresh_lock_until=now + LOCK_LEASE)
+        if won:
+            return
+        if time.monotonic() > deadline:
+            raise MicrosoftAdsError("Another worker is refreshing this connection's token", kind=Kind.TRANSIENT)
+        time.sleep(0.1)

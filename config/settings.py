@@ -1,0 +1,188 @@
+"""adsync settings: everything that varies between machines comes from the environment.
+
+The defaults serve a newcomer (SQLite, the django-q2 ORM broker, the built-in Microsoft Ads
+emulator); production sets DATABASE_URL, SECRET_KEY, ADSYNC_ENCRYPTION_KEY and
+MICROSOFT_ADS_ENVIRONMENT=production. The README's configuration table lists every variable.
+"""
+
+from pathlib import Path
+
+import dj_database_url
+
+from config.env import env, env_bool, env_int, env_list
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+SECRET_KEY = env("SECRET_KEY", "dev-only-insecure-secret-key-change-me")
+DEBUG = env_bool("DEBUG", True)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+# The public base URL of this adsync instance: used for the snippet URL shown to staff, the
+# OAuth redirect URI, links in emails and, in emulator mode, the emulator's own URLs.
+ADSYNC_PUBLIC_URL = env("ADSYNC_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_q",
+    "adsync",
+    "tracking",
+    "emulator",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"), conn_max_age=60
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web server, the worker and the emulator share one SQLite file in the dev default:
+    # wait for the write lock instead of failing, and take it at BEGIN (no upgrade deadlocks).
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+LOGIN_URL = "/admin/login/"
+
+EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "adsync@localhost")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "adsync": {"handlers": ["console"], "level": env("ADSYNC_LOG_LEVEL", "INFO")},
+        # Both log token request and response bodies at DEBUG: never let them.
+        "requests_oauthlib": {"level": "WARNING"},
+        "oauthlib": {"level": "WARNING"},
+    },
+}
+
+# --- django-q2: schedules and workers ---------------------------------------------------
+# ORM broker (delivery receipts, no extra server); one worker on SQLite avoids lock fights.
+Q_CLUSTER = {
+    "name": "adsync",
+    "orm": "default",
+    "workers": env_int("ADSYNC_Q_WORKERS", 1),
+    "timeout": 600,
+    "retry": 720,
+    "max_attempts": 1,
+    "ack_failures": True,
+    "catch_up": False,
+    "poll": 2,
+    "time_zone": "UTC",
+    "label": "Task queue",
+}
+
+# --- Secrets at rest ------------------------------------------------------------------------
+# Comma-separated Fernet keys, newest first (MultiFernet): add a new key in front to rotate.
+# Empty means "derive one from SECRET_KEY", acceptable only for local development.
+ADSYNC_ENCRYPTION_KEYS = env_list("ADSYNC_ENCRYPTION_KEY", "")
+
+# --- Microsoft Advertising ------------------------------------------------------------------
+MICROSOFT_ADS_ENVIRONMENT = env("MICROSOFT_ADS_ENVIRONMENT", "emulator")
+_EMULATOR = f"{ADSYNC_PUBLIC_URL}/emulator"
+_MICROSOFT_HOSTS = {
+    # Reference: ../shared/docs/microsoft-ads-api.md §0 (hosts) and §2 (OAuth endpoints).
+    "production": {
+        "OAUTH_AUTHORIZE_URL": "https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
+        "OAUTH_TOKEN_URL": "https://login.microsoftonline.com/common/oauth2/v2.0/token",
+        "OAUTH_SCOPE": "https://ads.microsoft.com/msads.manage offline_access",
+        "CAMPAIGN_API_URL": "https://campaign.api.bingads.microsoft.com",
+        "CUSTOMER_API_URL": "https://clientcenter.api.bingads.microsoft.com",
+        "REPORTING_API_URL": "https://reporting.api.bingads.microsoft.com",
+    },
+    "sandbox": {
+        "OAUTH_AUTHORIZE_URL": "https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
+        "OAUTH_TOKEN_URL": "https://login.microsoftonline.com/common/oauth2/v2.0/token",
+        "OAUTH_SCOPE": "https://si.ads.microsoft.com/msads.manage offline_access",
+        "CAMPAIGN_API_URL": "https://campaign.api.sandbox.bingads.microsoft.com",
+        "CUSTOMER_API_URL": "https://clientcenter.api.sandbox.bingads.microsoft.com",
+        "REPORTING_API_URL": "https://reporting.api.sandbox.bingads.microsoft.com",
+    },
+    "emulator": {
+        "OAUTH_AUTHORIZE_URL": f"{_EMULATOR}/oauth2/v2.0/authorize",
+        "OAUTH_TOKEN_URL": f"{_EMULATOR}/oauth2/v2.0/token",
+        "OAUTH_SCOPE": "https://ads.microsoft.com/msads.manage offline_access",
+        "CAMPAIGN_API_URL": f"{_EMULATOR}/campaign",
+        "CUSTOMER_API_URL": f"{_EMULATOR}/clientcenter",
+        "REPORTING_API_URL": f"{_EMULATOR}/reporting",
+    },
+}
+if MICROSOFT_ADS_ENVIRONMENT not in _MICROSOFT_HOSTS:
+    raise ValueError(
+        "MICROSOFT_ADS_ENVIRONMENT must be one of production, sandbox, emulator; "
+        f"got {MICROSOFT_ADS_ENVIRONMENT!r}"
+    )
+for _name, _default in _MICROSOFT_HOSTS[MICROSOFT_ADS_ENVIRONMENT].items():
+    globals()[f"MICROSOFT_ADS_{_name}"] = env(f"MICROSOFT_ADS_{_name}", _default).rstrip("/")
+
+MICROSOFT_ADS_CLIENT_ID = env("MICROSOFT_ADS_CLIENT_ID", "adsync-emulator-client")
+MICROSOFT_ADS_CLIENT_SECRET = env("MICROSOFT_ADS_CLIENT_SECRET", "adsync-emulator-secret")
+# BBD37VB98 is Microsoft's universal sandbox developer token; the emulator accepts it too.
+MICROSOFT_ADS_DEVELOPER_TOKEN = env("MICROSOFT_ADS_DEVELOPER_TOKEN", "BBD37VB98")
+MICROSOFT_ADS_TIMEOUT = float(env("MICROSOFT_ADS_TIMEOUT", "30"))
+MICROSOFT_ADS_BATCH_SIZE = env_int("MICROSOFT_ADS_BATCH_SIZE", 1000)
+
+# --- Push pipeline ------------------------------------------------------------------------------
+# How long a claimed batch is reserved for the worker that claimed it. A worker that dies
+# mid-batch leaves its rows queued; they are reclaimed after this lease and re-sent with the
+# identical ConversionTime, which Microsoft de-duplicates.
+ADSYNC_CLAIM_LEASE_SECONDS = env_int("ADSYNC_CLAIM_LEASE_SECONDS", 300)
+ADSYNC_FLUSH_MINUTES = env_int("ADSYNC_FLUSH_MINUTES", 2)
+ADSYNC_RETENTION_DAYS = env_int("ADSYNC_RETENTION_DAYS", 90)
+ADSYNC_MAX_BODY_BYTES = env_int("ADSYNC_MAX_BODY_BYTES", 16 * 1024)
+# Transient failures (network, 5xx, 0, 5612, 5614, 5615) retry with exponential backoff and
+# jitter; after this many attempts the row becomes `error` with Microsoft's last message.
+ADSYNC_MAX_ATTEMPTS = env_int("ADSYNC_MAX_ATTEMPTS", 8)
