@@ -1,0 +1,189 @@
+"""The admin: sites, the Microsoft Ads card (connections) and the sync log.
+
+No token or secret is ever rendered: encrypted fields are excluded from every form and list,
+and the site's server API secret is shown exactly once, when it is generated.
+"""
+
+from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.http import urlencode
+
+from adsync.microsoft.errors import remedy_hint
+from adsync.models import Click, Connection, Conversion, GoalMapping, Push, Site
+
+admin.site.site_header = "adsync"
+admin.site.site_title = "adsync"
+admin.site.index_title = "Microsoft Ads offline conversions"
+
+
+def sync_log_url(**filters) -> str:
+    return reverse("admin:adsync_push_changelist") + ("?" + urlencode(filters) if filters else "")
+
+
+@admin.register(Site)
+class SiteAdmin(admin.ModelAdmin):
+    list_display = ["name", "key", "default_currency", "has_api_secret", "created_at"]
+    search_fields = ["name", "key"]
+    readonly_fields = ["key", "snippet_tag", "has_api_secret", "created_at"]
+    fields = ["name", "key", "snippet_tag", "allowed_origins", "default_currency", "default_country",
+              "has_api_secret", "created_at"]
+    actions = ["generate_api_secret"]
+
+    @admin.display(boolean=True, description="Server API secret set")
+    def has_api_secret(self, site: Site) -> bool:
+        return bool(site.api_secret_hash)
+
+    @admin.display(description="Snippet to embed on every landing page")
+    def snippet_tag(self, site: Site) -> str:
+        from django.conf import settings
+
+        if not site.pk:
+            return "Save the site first."
+        return format_html(
+            '<code>&lt;script async src="{}/t/v1/adsync.js" data-site="{}"&gt;&lt;/script&gt;</code>',
+            settings.ADSYNC_PUBLIC_URL, site.key,
+        )
+
+    @admin.action(description="Generate a new server API secret (shown once)")
+    def generate_api_secret(self, request, queryset):
+        for site in queryset:
+            secret = site.rotate_api_secret()
+            self.message_user(
+                request,
+                f"New server API secret for {site.name} (copy it now, it is not stored and will not be shown again): "
+                f"{secret}",
+                messages.WARNING,
+            )
+
+
+class GoalMappingInline(admin.TabularInline):
+    model = GoalMapping
+    extra = 1
+    fields = ["event_name", "goal_name"]
+
+
+@admin.register(Connection)
+class ConnectionAdmin(admin.ModelAdmin):
+    """The Microsoft Ads card."""
+
+    list_display = ["__str__", "status_badge", "account_id", "account_name", "last_flush_at",
+                    "last_insights_sync_at"]
+    list_filter = ["status"]
+    list_select_related = ["site"]
+    search_fields = ["site__name", "account_id", "account_name"]
+    inlines = [GoalMappingInline]
+    fieldsets = [
+        (None, {"fields": ["site", "platform", "status_badge", "account_name", "account_id", "customer_id",
+                           "account_number", "enhanced_conversions"]}),
+        ("Health", {"fields": ["last_flush_at", "last_insights_sync_at", "token_expires_at", "throttled_until",
+                               "last_error", "last_error_at", "recent_pushes"]}),
+    ]
+    readonly_fields = ["status_badge", "last_flush_at", "last_insights_sync_at", "token_expires_at",
+                       "throttled_until", "last_error", "last_error_at", "recent_pushes"]
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, conn: Connection) -> str:
+        colours = {Connection.ACTIVE: "#1a7f37", Connection.TOKEN_EXPIRED: "#b35900",
+                   Connection.DISCONNECTED: "#6e7781"}
+        label = conn.get_status_display()
+        if conn.is_stale:
+            label += " (stale: last sync over 24 h ago)"
+        return format_html('<strong style="color:{}">{}</strong>', colours.get(conn.status, "#000"), label)
+
+    @admin.display(description="Sync log (last 24 hours)")
+    def recent_pushes(self, conn: Connection) -> str:
+        if not conn.pk:
+            return "-"
+        since = timezone.now() - timezone.timedelta(hours=24)
+        parts = []
+        for status in (Push.SENT, Push.PENDING_IDENTITY, Push.ERROR, Push.QUEUED):
+            count = conn.pushes.filter(status=status, created_at__gte=since).count()
+            parts.append(format_html('<a href="{}">{} {}</a>',
+                                     sync_log_url(connection__id__exact=conn.pk, status__exact=status),
+                                     count, status))
+        return format_html(" · ".join(["{}"] * len(parts)), *parts)
+
+
+@admin.register(Push)
+class PushAdmin(admin.ModelAdmin):
+    """The sync log: every push, what was sent, and Microsoft's answer verbatim."""
+
+    list_display = ["created_at", "status", "goal_name", "msclkid_or_none", "value", "currency",
+                    "order_id", "connection", "short_error"]
+    list_filter = ["status", "connection"]
+    list_select_related = ["conversion", "connection__site"]
+    search_fields = ["=msclkid", "=conversion__order_id"]
+    show_full_result_count = False
+    list_per_page = 50
+    date_hierarchy = None
+    fields = ["status", "goal_name", "msclkid", "value", "currency", "conversion_time", "order_id", "event_name",
+              "connection", "error_code", "error_symbol", "error_message", "remedy", "tracking_id", "attempts",
+              "next_attempt_at", "sent_at", "created_at", "updated_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="msclkid", ordering="msclkid")
+    def msclkid_or_none(self, push: Push) -> str:
+        return push.msclkid or "—"
+
+    @admin.display(description="Order id")
+    def order_id(self, push: Push) -> str:
+        return push.conversion.order_id or "—"
+
+    @admin.display(description="Event")
+    def event_name(self, push: Push) -> str:
+        return push.conversion.event_name
+
+    @admin.display(description="Error")
+    def short_error(self, push: Push) -> str:
+        if not push.error_message:
+            return ""
+        code = f"{push.error_code} " if push.error_code is not None else ""
+        text = f"{code}{push.error_message}"
+        return text if len(text) <= 90 else text[:87] + "…"
+
+    @admin.display(description="What to do")
+    def remedy(self, push: Push) -> str:
+        if push.status == Push.PENDING_IDENTITY:
+            return ("No msclkid: Microsoft cannot match this conversion. Check that auto-tagging is on in Microsoft "
+                    "Ads, that the snippet is on every landing page, and remember that visitors who never clicked a "
+                    "Microsoft ad cannot be attributed.")
+        if not push.error_message:
+            return "—"
+        return remedy_hint(push.error_code)
+
+
+@admin.register(Conversion)
+class ConversionAdmin(admin.ModelAdmin):
+    list_display = ["occurred_at", "site", "event_name", "order_id", "value", "currency", "msclkid", "source"]
+    list_filter = ["site", "event_name", "source"]
+    list_select_related = ["site"]
+    search_fields = ["=order_id", "=msclkid"]
+    show_full_result_count = False
+    readonly_fields = [f.name for f in Conversion._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(Click)
+class ClickAdmin(admin.ModelAdmin):
+    list_display = ["clicked_at", "site", "msclkid", "visitor_id", "landing_url"]
+    list_filter = ["site"]
+    list_select_related = ["site"]
+    search_fields = ["=msclkid", "=visitor_id"]
+    show_full_result_count = False
+    readonly_fields = [f.name for f in Click._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False

@@ -1,0 +1,24 @@
+"""`manage.py seed_demo`: the demo site, its emulator connection and a staff login (printed)."""
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from adsync.demo import ensure_demo_site, ensure_demo_staff
+
+
+class Command(BaseCommand):
+    help = "Create the demo site connected to the built-in emulator, and a staff login (emulator mode only)."
+
+    def handle(self, *args, **options):
+        if settings.MICROSOFT_ADS_ENVIRONMENT != "emulator":
+            raise CommandError("seed_demo only runs with MICROSOFT_ADS_ENVIRONMENT=emulator.")
+        site = ensure_demo_site()
+        login = ensure_demo_staff()
+        base = settings.ADSYNC_PUBLIC_URL
+        self.stdout.write(self.style.SUCCESS("adsync demo is ready:"))
+        self.stdout.write(f"  Admin:        {base}/admin/   user: {login.username}   password: {login.password}")
+        self.stdout.write(f"  Demo page:    {base}/demo/   (site key: {site.key})")
+        self.stdout.write(f"  Ad click:     {base}/emulator/click/?next=/demo/   (a real-looking msclkid)")
+        self.stdout.write(f"  Test click:   {base}/demo/?msclkid=test_msclkid_123   (Microsoft rejects it)")
+        self.stdout.write(f"  Sync log:     {base}/admin/adsync/push/")
+        self.stdout.write(f"  Emulator:     {base}/emulator/")

@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""adsync's two commands, needing nothing but Python 3.11:
+
+    python3 dev.py run    # web server + django-q2 worker, SQLite, emulator, demo data
+    python3 dev.py test   # the whole test suite (DATABASE_URL selects PostgreSQL)
+
+Both create .venv and install the project (with its dev extra) when pyproject.toml changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+PY = VENV / "bin" / "python"
+STAMP = VENV / ".adsync-deps"
+
+
+def sh(*args: str | Path, **kwargs) -> None:
+    print("+", " ".join(str(a) for a in args), flush=True)
+    subprocess.run([str(a) for a in args], cwd=ROOT, check=True, **kwargs)
+
+
+def ensure_venv() -> None:
+    if sys.version_info[:2] != (3, 11):
+        sys.exit(f"adsync needs Python 3.11 (this is {sys.version.split()[0]}); run: python3.11 dev.py ...")
+    if not PY.exists():
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if not STAMP.exists() or STAMP.read_text() != wanted:
+        sh(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", ".[dev]")
+        STAMP.write_text(wanted)
+
+
+def ensure_browser() -> None:
+    """The snippet's end-to-end tests drive Debian's Chromium (no browser download)."""
+    if shutil.which("chromium") or os.environ.get("ADSYNC_SKIP_BROWSER_INSTALL"):
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        sh("apt-get", "update", "-qq")
+        sh("apt-get", "install", "-y", "-qq", "chromium")
+    else:
+        print("chromium not found: browser tests will be skipped (apt-get install chromium)", flush=True)
+
+
+def run() -> None:
+    ensure_venv()
+    manage = [PY, "manage.py"]
+    sh(*manage, "migrate", "--noinput")
+    sh(*manage, "setup_schedules")
+    sh(*manage, "seed_demo")
+    addr = os.environ.get("ADSYNC_BIND", "127.0.0.1:8000")
+    worker = subprocess.Popen([str(PY), "manage.py", "qcluster"], cwd=ROOT)
+    try:
+        subprocess.run([str(PY), "manage.py", "runserver", addr], cwd=ROOT)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        worker.send_signal(signal.SIGINT)
+        try:
+            worker.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+def test(extra: list[str]) -> None:
+    ensure_venv()
+    ensure_browser()
+    result = subprocess.run([str(PY), "-m", "pytest", *extra], cwd=ROOT)
+    sys.exit(result.returncode)
+
+
+def main() -> None:
+    command, extra = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
+    if command == "run":
+        run()
+    elif command == "test":
+        test(extra)
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()

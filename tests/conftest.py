@@ -1,0 +1,113 @@
+"""Shared fixtures: small factories for sites, connections and conversions, and Microsoft
+test doubles at the HTTP boundary (`responses`), never by patching our own functions."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+import responses as responses_lib
+from django.utils import timezone
+
+from adsync.models import Connection, Conversion, GoalMapping, Push, Site
+
+CAMPAIGN = "https://campaign.example.test"
+CUSTOMER = "https://clientcenter.example.test"
+REPORTING = "https://reporting.example.test"
+TOKEN_URL = "https://login.example.test/common/oauth2/v2.0/token"
+AUTHORIZE_URL = "https://login.example.test/common/oauth2/v2.0/authorize"
+APPLY_URL = CAMPAIGN + "/CampaignManagement/v13/OfflineConversions/Apply"
+GOALS_URL = CAMPAIGN + "/CampaignManagement/v13/ConversionGoals/QueryByIds"
+
+_counter = itertools.count(1)
+
+
+@pytest.fixture(autouse=True)
+def microsoft_test_double_urls(settings):
+    """Every Microsoft URL points at a host that only `responses` (or the emulator) answers."""
+    settings.MICROSOFT_ADS_CAMPAIGN_API_URL = CAMPAIGN
+    settings.MICROSOFT_ADS_CUSTOMER_API_URL = CUSTOMER
+    settings.MICROSOFT_ADS_REPORTING_API_URL = REPORTING
+    settings.MICROSOFT_ADS_OAUTH_TOKEN_URL = TOKEN_URL
+    settings.MICROSOFT_ADS_OAUTH_AUTHORIZE_URL = AUTHORIZE_URL
+    settings.MICROSOFT_ADS_CLIENT_ID = "client-id"
+    settings.MICROSOFT_ADS_CLIENT_SECRET = "client-secret"
+    settings.MICROSOFT_ADS_DEVELOPER_TOKEN = "dev-token"
+    return settings
+
+
+@pytest.fixture
+def mocked():
+    with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield rsps
+
+
+@pytest.fixture
+def make_site(db):
+    def make(**kwargs) -> Site:
+        n = next(_counter)
+        defaults = {"name": f"Shop {n}", "key": f"pk_test{n}", "allowed_origins": "https://shop.example.com"}
+        return Site.objects.create(**{**defaults, **kwargs})
+    return make
+
+
+@pytest.fixture
+def site(make_site) -> Site:
+    return make_site()
+
+
+@pytest.fixture
+def make_connection(db):
+    def make(site: Site, goals: dict[str, str] | None = None, **kwargs) -> Connection:
+        defaults = {
+            "status": Connection.ACTIVE, "customer_id": "251234567", "account_id": "187654321",
+            "account_name": "Shop account", "access_token": "access-1", "refresh_token": "refresh-1",
+            "token_expires_at": timezone.now() + timedelta(hours=1),
+        }
+        conn = Connection.objects.create(site=site, **{**defaults, **kwargs})
+        for event, goal in (goals if goals is not None else {"purchase": "Purchase"}).items():
+            GoalMapping.objects.create(connection=conn, event_name=event, goal_name=goal)
+        return conn
+    return make
+
+
+@pytest.fixture
+def connection(site, make_connection) -> Connection:
+    return make_connection(site)
+
+
+@pytest.fixture
+def make_conversion(db):
+    def make(site: Site, event: str = "purchase", msclkid: str | None = None, **kwargs) -> Conversion:
+        n = next(_counter)
+        conversion = Conversion.objects.create(
+            site=site, event_name=event, order_id=kwargs.pop("order_id", f"order-{n}"),
+            value=kwargs.pop("value", Decimal("10.50")), currency=kwargs.pop("currency", "USD"),
+            msclkid=f"{n:032x}" if msclkid is None else msclkid,
+            occurred_at=kwargs.pop("occurred_at", timezone.now().replace(microsecond=0) - timedelta(hours=2)),
+            **kwargs,
+        )
+        Push.create_for(conversion)
+        return conversion
+    return make
+
+
+def bulk_queue(site: Site, count: int, event: str = "purchase") -> None:
+    """Queue `count` conversions quickly (bulk_create), each with a click id."""
+    now = timezone.now().replace(microsecond=0) - timedelta(hours=2)
+    start = Conversion.objects.count()
+    conversions = Conversion.objects.bulk_create(
+        Conversion(site=site, event_name=event, order_id=f"bulk-{start + i}", value=Decimal("1"), currency="USD",
+                   msclkid=f"{start + i:032x}", occurred_at=now)
+        for i in range(count)
+    )
+    if not conversions[0].pk:  # backends without RETURNING ids
+        conversions = list(Conversion.objects.filter(site=site, order_id__startswith="bulk-"))
+    mappings = list(GoalMapping.objects.filter(connection__site=site, event_name=event).select_related("connection"))
+    Push.objects.bulk_create(
+        Push(conversion=c, connection=m.connection, goal_name=m.goal_name, msclkid=c.msclkid, value=c.value,
+             currency=c.currency, conversion_time=c.occurred_at)
+        for c in conversions for m in mappings
+    )
