@@ -191,6 +191,10 @@ class Connection(models.Model):
         "must be turned on for the goal in Microsoft Ads).",
     )
     throttled_until = models.DateTimeField(null=True, blank=True)
+    # Client-side rate limit (settings.ADSYNC_REQUESTS_PER_MINUTE): a fixed one-minute window.
+    rate_window_start = models.DateTimeField(null=True, blank=True, editable=False)
+    rate_window_count = models.PositiveIntegerField(default=0, editable=False)
+    goals_refreshed_at = models.DateTimeField(null=True, blank=True)
 
     last_flush_at = models.DateTimeField(null=True, blank=True)
     last_insights_sync_at = models.DateTimeField(null=True, blank=True)
@@ -261,6 +265,36 @@ class GoalMapping(models.Model):
         return f"{self.event_name} → {self.goal_name}"
 
 
+class AccountGoal(models.Model):
+    """A conversion goal of the connected account, cached from ConversionGoals/QueryByIds (§4).
+
+    Microsoft returns no creation time, so `first_seen_at` stands in for it (the 2-hour wait
+    of 5615). A goal missing from the latest fetch keeps its row with `missing_since` set.
+    """
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="account_goals")
+    goal_id = models.CharField(max_length=20)
+    name = models.CharField(max_length=100)
+    goal_type = models.CharField(max_length=40, default="OfflineConversion")
+    status = models.CharField(max_length=20, default="Active")
+    conversion_window_minutes = models.PositiveIntegerField(null=True, blank=True)
+    enhanced_conversions = models.BooleanField(default=False)
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    missing_since = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["connection", "goal_id"], name="goal_unique_per_connection")]
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_offline(self) -> bool:
+        return self.goal_type in ("OfflineConversion", "OfflineConversionGoal")
+
+
 class PushQuerySet(models.QuerySet):
     def due(self, now=None):
         """Queued rows no worker holds and whose retry time has come."""
@@ -298,6 +332,9 @@ class Push(models.Model):
     next_attempt_at = models.DateTimeField(default=timezone.now)
     claimed_until = models.DateTimeField(null=True, blank=True)
     claim_token = models.UUIDField(null=True, blank=True)
+    # Our idempotency key: (connection, goal, msclkid or identity hash, conversion time). Null
+    # while the row has no identity. Unique, so the same conversion never gets a second push.
+    dedupe_key = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
     sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
@@ -324,6 +361,18 @@ class Push(models.Model):
 
     def __str__(self) -> str:
         return f"{self.goal_name} · {self.msclkid or 'no msclkid'} · {self.status}"
+
+    def compute_dedupe_key(self) -> str | None:
+        identity = self.msclkid or self.hashed_email or self.hashed_phone
+        if not identity:
+            return None
+        raw = "|".join([str(self.connection_id), self.goal_name, identity, format_conversion_time(self.conversion_time)])
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    @property
+    def is_adsync_error(self) -> bool:
+        """True when adsync held the row back itself (a pre-send check), not Microsoft."""
+        return self.error_symbol.startswith(ADSYNC_ERROR_PREFIX)
 
     @classmethod
     def initial_status(cls, conversion: Conversion, connection: Connection) -> str:
@@ -358,6 +407,8 @@ class Push(models.Model):
             )
             for mapping in mappings
         ]
+        for push in pushes:
+            push.dedupe_key = push.compute_dedupe_key()
         return cls.objects.bulk_create(pushes, ignore_conflicts=True)
 
     def as_offline_conversion(self) -> dict:
@@ -377,6 +428,9 @@ class Push(models.Model):
         if self.hashed_phone:
             item["HashedPhoneNumber"] = self.hashed_phone
         return item
+
+
+ADSYNC_ERROR_PREFIX = "adsync:"
 
 
 def format_conversion_time(moment) -> str:

@@ -28,7 +28,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from adsync import tokens
+from adsync import guards, throttle, tokens
+from adsync.goals import GoalBook
 from adsync.microsoft.campaign import ApplyResult, CampaignClient
 from adsync.microsoft.errors import BatchError, Kind, MicrosoftAdsError
 from adsync.models import Connection, Push
@@ -87,11 +88,15 @@ def flush_connection(connection: Connection, batch_size: int | None = None) -> F
         except MicrosoftAdsError as err:
             result.stopped = err.describe()
             return result
+        book = GoalBook(connection)
         while True:
+            if not throttle.acquire_request_slot(connection):
+                result.stopped = "client-side rate limit reached; the rest goes out on the next flush"
+                break
             batch = claim_batch(connection, batch_size)
             if not batch:
                 break
-            client = _send_batch(connection, client, batch, result)
+            client = _send_batch(connection, client, book, batch, result)
             if client is None:
                 break
     Connection.objects.filter(pk=connection.pk).update(last_flush_at=timezone.now())
@@ -113,7 +118,7 @@ def claim_batch(connection: Connection, size: int) -> list[Push]:
         Push.objects.due(now).filter(pk__in=ids).update(
             claim_token=token, claimed_until=now + timedelta(seconds=settings.ADSYNC_CLAIM_LEASE_SECONDS)
         )
-    return list(Push.objects.filter(claim_token=token).order_by("id"))
+    return list(Push.objects.filter(claim_token=token).select_related("conversion").order_by("id"))
 
 
 def _client(connection: Connection, access_token: str) -> CampaignClient:
@@ -139,24 +144,44 @@ def _apply(connection: Connection, client: CampaignClient, items: list[dict]) ->
         raise
 
 
-def _send_batch(connection: Connection, client: CampaignClient, batch: list[Push],
+def _preflight(batch: list[Push], book: GoalBook, outcome: _Outcome) -> list[Push]:
+    """Apply the pre-send checks: failures and holds are recorded, the rest is returned to send."""
+    now = timezone.now()
+    to_send = []
+    for push in batch:
+        verdict = guards.preflight(push, book, now)
+        if verdict.action == guards.FAIL:
+            outcome.fail(push, None, verdict.symbol, verdict.reason)
+        elif verdict.action == guards.HOLD:
+            outcome.hold(push, verdict.until, verdict.symbol, verdict.reason)
+        else:
+            to_send.append(push)
+    return to_send
+
+
+def _send_batch(connection: Connection, client: CampaignClient, book: GoalBook, batch: list[Push],
                 result: FlushResult) -> CampaignClient | None:
-    """Send one claimed batch and record every row's outcome. Returns None to stop this connection."""
+    """Check, send one claimed batch and record every row's outcome. Returns None to stop this connection."""
     token = batch[0].claim_token
+    outcome = _Outcome(token)
+    batch = _preflight(batch, book, outcome)
+    if not batch:
+        outcome.write("", result)
+        return client
     items = [push.as_offline_conversion() for push in batch]
     result.requests += 1
     try:
         api, client = _apply(connection, client, items)
     except MicrosoftAdsError as err:
+        outcome.write("", result)
         _handle_call_failure(connection, batch, token, err, result)
         return None
-    outcome = _Outcome(token)
     for index, push in enumerate(batch):
         error = api.errors_by_index.get(index)
         if error is None:
             outcome.sent.append(push.pk)
         elif error.kind in ROW_RETRY_KINDS:
-            outcome.retry(push, error.code, error.error_code, error.message, _retry_delay(error.code, push.attempts))
+            outcome.retry(push, error.code, error.error_code, error.message)
         else:
             outcome.fail(push, error.code, error.error_code, error.message)
     outcome.write(api.tracking_id, result)
@@ -187,7 +212,7 @@ def _handle_call_failure(connection: Connection, batch: list[Push], token, err: 
         outcome.release([p for i, p in enumerate(batch) if i not in named], next_attempt_at=now)
     else:
         for push in batch:
-            outcome.retry(push, err.code, err.error_code, err.message, _retry_delay(err.code, push.attempts))
+            outcome.retry(push, err.code, err.error_code, err.message)
     outcome.write(err.tracking_id, result)
 
 
@@ -208,16 +233,21 @@ class _Outcome:
         self.failed: dict[tuple, list[int]] = defaultdict(list)
         self.retried: dict[tuple, list[int]] = defaultdict(list)
         self.released: dict = defaultdict(list)
+        self.held: dict[tuple, list[int]] = defaultdict(list)
 
     def fail(self, push: Push, code, symbol, message) -> None:
         self.failed[(code, symbol or "", message or "")].append(push.pk)
 
-    def retry(self, push: Push, code, symbol, message, delay: timedelta) -> None:
+    def retry(self, push: Push, code, symbol, message) -> None:
         if push.attempts + 1 >= settings.ADSYNC_MAX_ATTEMPTS:
             self.fail(push, code, symbol, message)
             return
-        # Group by attempt count so one jittered delay serves the whole group.
-        self.retried[(push.attempts, code, symbol or "", message or "", delay)].append(push.pk)
+        # Grouped by attempt count: one jittered delay serves the whole group (one UPDATE).
+        self.retried[(push.attempts, code, symbol or "", message or "")].append(push.pk)
+
+    def hold(self, push: Push, until, symbol: str, reason: str) -> None:
+        """Not sent yet and not an attempt: stays queued until `until`, with the reason visible."""
+        self.held[(until, symbol, reason)].append(push.pk)
 
     def release(self, pushes: list[Push], next_attempt_at) -> None:
         self.released[next_attempt_at].extend(p.pk for p in pushes)
@@ -236,9 +266,13 @@ class _Outcome:
                 status=Push.ERROR, tracking_id=tracking_id, attempts=F("attempts") + 1,
                 error_code=code, error_symbol=symbol, error_message=message, **unclaim)
             result.error_messages.append(message)
-        for (_, code, symbol, message, delay), ids in self.retried.items():
+        for (attempts, code, symbol, message), ids in self.retried.items():
             result.requeued += self._rows(ids).update(
-                tracking_id=tracking_id, attempts=F("attempts") + 1, next_attempt_at=self.now + delay,
+                tracking_id=tracking_id, attempts=F("attempts") + 1,
+                next_attempt_at=self.now + _retry_delay(code, attempts),
                 error_code=code, error_symbol=symbol, error_message=message, **unclaim)
+        for (until, symbol, reason), ids in self.held.items():
+            self._rows(ids).update(next_attempt_at=until, error_code=None, error_symbol=symbol,
+                                   error_message=reason, **unclaim)
         for next_attempt_at, ids in self.released.items():
             result.requeued += self._rows(ids).update(next_attempt_at=next_attempt_at, **unclaim)

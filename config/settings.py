@@ -186,3 +186,10 @@ ADSYNC_MAX_BODY_BYTES = env_int("ADSYNC_MAX_BODY_BYTES", 16 * 1024)
 # Transient failures (network, 5xx, 0, 5612, 5614, 5615) retry with exponential backoff and
 # jitter; after this many attempts the row becomes `error` with Microsoft's last message.
 ADSYNC_MAX_ATTEMPTS = env_int("ADSYNC_MAX_ATTEMPTS", 8)
+# Client-side request limit per account (Microsoft publishes none; vendors quote 1,000/min).
+ADSYNC_REQUESTS_PER_MINUTE = env_int("ADSYNC_REQUESTS_PER_MINUTE", 1000)
+# Microsoft asks to wait an hour after the click before uploading; conversions whose click is
+# younger are held. The emulator has no processing lag, so its default is 0 (see README).
+ADSYNC_CLICK_HOLD_MINUTES = env_int(
+    "ADSYNC_CLICK_HOLD_MINUTES", 0 if MICROSOFT_ADS_ENVIRONMENT == "emulator" else 60
+)

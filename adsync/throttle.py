@@ -1,0 +1,28 @@
+"""Client-side request limit per connection (account), kept as row state so every worker shares it.
+
+Microsoft publishes no number (reference §7: per user, 60-second sliding window, 117/429);
+vendors quote 1,000 requests a minute per account, our default. A fixed one-minute window
+on the connection row, advanced with conditional UPDATEs: no lock, one or two queries.
+"""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import F, Q
+from django.utils import timezone
+
+from adsync.models import Connection
+
+WINDOW = timedelta(seconds=60)
+
+
+def acquire_request_slot(connection: Connection) -> bool:
+    """Count one request against the connection's window; False when the window is full."""
+    now = timezone.now()
+    rows = Connection.objects.filter(pk=connection.pk)
+    if rows.filter(rate_window_start__gt=now - WINDOW,
+                   rate_window_count__lt=settings.ADSYNC_REQUESTS_PER_MINUTE).update(
+            rate_window_count=F("rate_window_count") + 1):
+        return True
+    return bool(rows.filter(Q(rate_window_start__isnull=True) | Q(rate_window_start__lte=now - WINDOW)).update(
+        rate_window_start=now, rate_window_count=1))
