@@ -10,8 +10,10 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
+from adsync import operations
+from adsync.goals import GoalBook
 from adsync.microsoft.errors import remedy_hint
-from adsync.models import Click, Connection, Conversion, GoalMapping, Push, Site
+from adsync.models import AccountGoal, Click, Connection, Conversion, GoalMapping, Push, Site
 
 admin.site.site_header = "adsync"
 admin.site.site_title = "adsync"
@@ -58,10 +60,51 @@ class SiteAdmin(admin.ModelAdmin):
             )
 
 
+def goal_book(connection: Connection) -> GoalBook:
+    """One GoalBook per connection per request (cached on the instance)."""
+    if not hasattr(connection, "_goal_book"):
+        connection._goal_book = GoalBook(connection)
+    return connection._goal_book
+
+
 class GoalMappingInline(admin.TabularInline):
+    """Event → Goal Name, checked against the account's cached goals, with the names to pick from."""
+
     model = GoalMapping
     extra = 1
-    fields = ["event_name", "goal_name"]
+    fields = ["event_name", "goal_name", "goal_check"]
+    readonly_fields = ["goal_check"]
+
+    def get_formset(self, request, obj=None, **kwargs):
+        formset = super().get_formset(request, obj, **kwargs)
+        formset.form.base_fields["goal_name"].widget.attrs.update({"list": "adsync-goal-names", "size": 40})
+        formset.form.base_fields["goal_name"].strip = False  # exact: never trimmed by us
+        return formset
+
+    @admin.display(description="Check against Microsoft Ads")
+    def goal_check(self, mapping: GoalMapping) -> str:
+        if not mapping.pk:
+            return "—"
+        book = goal_book(mapping.connection)
+        if not book.known:
+            return "Goal list not fetched yet (action: Refresh goal list)."
+        check = book.check(mapping.goal_name)
+        if check.ok:
+            return format_html('<span style="color:#1a7f37">✔ exists and is active</span>')
+        return format_html('<strong style="color:#b42318">⚠ {}</strong>', check.message())
+
+
+class AccountGoalInline(admin.TabularInline):
+    model = AccountGoal
+    extra = 0
+    can_delete = False
+    fields = ["name", "goal_type", "status", "conversion_window_minutes", "enhanced_conversions", "first_seen_at",
+              "missing_since"]
+    readonly_fields = fields
+    verbose_name_plural = "Conversion goals in the Microsoft Ads account (cached)"
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(Connection)
@@ -73,15 +116,58 @@ class ConnectionAdmin(admin.ModelAdmin):
     list_filter = ["status"]
     list_select_related = ["site"]
     search_fields = ["site__name", "account_id", "account_name"]
-    inlines = [GoalMappingInline]
+    inlines = [GoalMappingInline, AccountGoalInline]
+    actions = ["refresh_goal_list", "send_test_conversion"]
     fieldsets = [
         (None, {"fields": ["site", "platform", "status_badge", "account_name", "account_id", "customer_id",
                            "account_number", "enhanced_conversions"]}),
         ("Health", {"fields": ["last_flush_at", "last_insights_sync_at", "token_expires_at", "throttled_until",
                                "last_error", "last_error_at", "recent_pushes"]}),
+        ("Goals", {"fields": ["goals_refreshed_at", "goal_names_datalist"]}),
     ]
     readonly_fields = ["status_badge", "last_flush_at", "last_insights_sync_at", "token_expires_at",
-                       "throttled_until", "last_error", "last_error_at", "recent_pushes"]
+                       "throttled_until", "last_error", "last_error_at", "recent_pushes", "goals_refreshed_at",
+                       "goal_names_datalist"]
+
+    @admin.display(description="Goal names in the account")
+    def goal_names_datalist(self, conn: Connection) -> str:
+        if not conn.pk:
+            return "—"
+        names = goal_book(conn).check("").choices
+        options = format_html("".join(["<option value=\"{}\">"] * len(names)), *names)
+        listing = ", ".join(f"“{n}”" for n in names) or "none cached yet (action: Refresh goal list)"
+        return format_html('<datalist id="adsync-goal-names">{}</datalist>{}', options, listing)
+
+    @admin.action(description="Refresh goal list from Microsoft Ads")
+    def refresh_goal_list(self, request, queryset):
+        from django_q.tasks import async_task
+
+        for conn in queryset:
+            async_task("adsync.goals.refresh_goals", conn, group="adsync:goals-now")
+        self.message_user(request, f"Goal list refresh queued for {queryset.count()} connection(s).")
+
+    @admin.action(description="Send test conversion (msclkid test_msclkid_123)")
+    def send_test_conversion(self, request, queryset):
+        from django.template.response import TemplateResponse
+
+        mappings = GoalMapping.objects.filter(connection__in=queryset).select_related("connection__site")
+        chosen = request.POST.get("mapping")
+        if chosen:
+            mapping = mappings.filter(pk=chosen).first()
+            if mapping is None:
+                self.message_user(request, "Pick one of the listed goal mappings.", messages.ERROR)
+                return None
+            push = operations.send_test_conversion(mapping)
+            self.message_user(request, format_html(
+                'Test conversion queued for “{}” with msclkid test_msclkid_123; Microsoft is expected to reject the '
+                'click id. <a href="{}">Watch it in the sync log</a>.', mapping.goal_name,
+                sync_log_url(q=push.conversion.order_id)))
+            return None
+        return TemplateResponse(request, "admin/adsync/send_test_conversion.html", {
+            **self.admin_site.each_context(request), "title": "Send a test conversion", "mappings": mappings,
+            "queryset": queryset, "action": "send_test_conversion",
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        })
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, conn: Connection) -> str:
@@ -112,6 +198,7 @@ class PushAdmin(admin.ModelAdmin):
 
     list_display = ["created_at", "status", "goal_name", "msclkid_or_none", "value", "currency",
                     "order_id", "connection", "short_error"]
+    actions = ["validate_dry_run", "replay_errors"]
     list_filter = ["status", "connection"]
     list_select_related = ["conversion", "connection__site"]
     search_fields = ["=msclkid", "=conversion__order_id"]
@@ -119,7 +206,8 @@ class PushAdmin(admin.ModelAdmin):
     list_per_page = 50
     date_hierarchy = None
     fields = ["status", "goal_name", "msclkid", "value", "currency", "conversion_time", "order_id", "event_name",
-              "connection", "error_code", "error_symbol", "error_message", "remedy", "tracking_id", "attempts",
+              "connection", "error_source", "error_code", "error_symbol", "error_message", "remedy", "tracking_id",
+              "attempts",
               "next_attempt_at", "sent_at", "created_at", "updated_at"]
     readonly_fields = fields
 
@@ -131,6 +219,23 @@ class PushAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+    @admin.action(description="Validate only (dry run): build and check, send nothing")
+    def validate_dry_run(self, request, queryset):
+        for line in operations.summarize(operations.validate(queryset)):
+            self.message_user(request, line)
+
+    @admin.action(description="Replay: re-queue selected error rows still inside Microsoft's 90-day window")
+    def replay_errors(self, request, queryset):
+        count = operations.replay(queryset)
+        self.message_user(request, f"{count} row(s) re-queued for the next flush; rows outside the window or not in "
+                                   f"error were left alone.")
+
+    @admin.display(description="Error from")
+    def error_source(self, push: Push) -> str:
+        if not push.error_message:
+            return "—"
+        return "adsync's pre-send check (not sent)" if push.is_adsync_error else "Microsoft Ads"
 
     @admin.display(description="msclkid", ordering="msclkid")
     def msclkid_or_none(self, push: Push) -> str:
@@ -160,6 +265,8 @@ class PushAdmin(admin.ModelAdmin):
                     "Microsoft ad cannot be attributed.")
         if not push.error_message:
             return "—"
+        if push.is_adsync_error:
+            return "Fix the cause (Goal Name, times, identifiers), then use the Replay action."
         return remedy_hint(push.error_code)
 
 

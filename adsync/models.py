@@ -264,6 +264,22 @@ class GoalMapping(models.Model):
     def __str__(self) -> str:
         return f"{self.event_name} → {self.goal_name}"
 
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        instance._saved_goal_name = instance.__dict__.get("goal_name")
+        return instance
+
+    def save(self, *args, **kwargs) -> None:
+        """A changed Goal Name re-queues that mapping's goal-not-found rows (adsync.goals)."""
+        changed = self.pk is not None and getattr(self, "_saved_goal_name", None) not in (None, self.goal_name)
+        super().save(*args, **kwargs)
+        self._saved_goal_name = self.goal_name
+        if changed:
+            from adsync.goals import requeue_after_mapping_change
+
+            requeue_after_mapping_change(self)
+
 
 class AccountGoal(models.Model):
     """A conversion goal of the connected account, cached from ConversionGoals/QueryByIds (§4).
@@ -440,3 +456,34 @@ def format_conversion_time(moment) -> str:
 
 def new_claim_token() -> uuid.UUID:
     return uuid.uuid4()
+
+
+class CampaignInsight(models.Model):
+    """One campaign's numbers for one day, from Microsoft's campaign performance report (§5).
+
+    Written only by adsync.insights, as an upsert on (connection, date, campaign_id): a re-sync
+    replaces the numbers of the days it fetched and never duplicates a row.
+    """
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="insights")
+    date = models.DateField(help_text="The report day (TimePeriod) in the report time zone, see docs/insights.md.")
+    campaign_id = models.CharField("Campaign ID", max_length=20)
+    campaign_name = models.CharField(max_length=256, blank=True)
+    impressions = models.PositiveBigIntegerField(default=0)
+    clicks = models.PositiveBigIntegerField(default=0)
+    spend = models.DecimalField(max_digits=16, decimal_places=2, default=0)
+    conversions = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    revenue = models.DecimalField(max_digits=16, decimal_places=2, default=0)
+    currency = models.CharField(max_length=3, blank=True, help_text="The account currency (CurrencyCode)")
+    synced_at = models.DateTimeField(default=timezone.now, help_text="When adsync last wrote these numbers")
+
+    class Meta:
+        verbose_name = "campaign insight"
+        ordering = ["-date", "campaign_name"]
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "date", "campaign_id"], name="insight_unique_day"),
+        ]
+        indexes = [models.Index(fields=["-date"], name="insight_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.date} · {self.campaign_name or self.campaign_id}"

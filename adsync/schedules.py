@@ -15,6 +15,17 @@ def schedule_specs() -> list[dict]:
             "schedule_type": Schedule.MINUTES,
             "minutes": settings.ADSYNC_FLUSH_MINUTES,
         },
+        {
+            # Microsoft may drop conversions for unknown goals silently: keep the cache fresh.
+            "name": "adsync:goals",
+            "func": "adsync.goals.refresh_all_goals",
+            "schedule_type": Schedule.DAILY,
+        },
+        {
+            "name": "adsync:maintenance",
+            "func": "adsync.maintenance.run_maintenance",
+            "schedule_type": Schedule.DAILY,
+        },
     ]
 
 

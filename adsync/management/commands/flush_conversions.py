@@ -2,6 +2,8 @@
 
 from django.core.management.base import BaseCommand
 
+from adsync.models import Connection
+from adsync.operations import due_rows, summarize, validate
 from adsync.tasks import flush_conversions
 
 
@@ -11,10 +13,23 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--connection", type=int, action="append", dest="connections",
                             help="Only this connection id (repeatable).")
+        parser.add_argument("--dry-run", action="store_true",
+                            help="Build and check the payloads (mapping, goal, time guards, hashing); send nothing.")
 
-    def handle(self, *args, connections=None, **options):
+    def handle(self, *args, connections=None, dry_run=False, **options):
+        if dry_run:
+            return self.dry_run(connections)
         results = flush_conversions(connection_ids=connections)
         if not results:
             self.stdout.write("No active connection to flush.")
         for result in results:
             self.stdout.write(result.line())
+
+    def dry_run(self, connection_ids):
+        connections = Connection.objects.filter(status=Connection.ACTIVE)
+        if connection_ids:
+            connections = connections.filter(pk__in=connection_ids)
+        for connection in connections:
+            self.stdout.write(f"{connection} (connection {connection.pk}):")
+            for line in summarize(validate(due_rows(connection))):
+                self.stdout.write(f"  {line}")
