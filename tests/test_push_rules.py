@@ -342,3 +342,36 @@ def test_replay_requeues_error_rows_inside_the_window_only(site, connection, mak
 
     assert operations.replay(Push.objects.all()) == 1
     assert Push.objects.filter(status=Push.QUEUED, error_message="").count() == 1
+
+
+def test_a_landing_reported_after_an_offline_sale_queues_that_sale(client, site, connection, make_conversion):
+    """End to end through the snippet's endpoint: the sale was pending, the click report explains it."""
+    sale = make_conversion(site, msclkid="", visitor_id="visitor-9",
+                           occurred_at=timezone.now().replace(microsecond=0) + timedelta(seconds=1))
+    response = client.post("/t/v1/collect", data=json.dumps({
+        "site": site.key, "type": "click", "visitorId": "visitor-9", "msclkid": "f" * 32,
+        "url": "https://shop.example.com/?msclkid=" + "f" * 32}), content_type="text/plain",
+        HTTP_ORIGIN="https://shop.example.com")
+
+    assert response.status_code == 200
+    push = Push.objects.get(conversion=sale)
+    assert (push.status, push.msclkid) == (Push.QUEUED, "f" * 32)
+
+
+def test_a_lead_with_a_click_id_queues_the_same_persons_earlier_ingested_sale(client, site, connection):
+    """The CRM sends the sale first (email only), then the lead form that carried the msclkid."""
+    secret = site.rotate_api_secret()
+    now = timezone.now().replace(microsecond=0)
+
+    def post(body):
+        return client.post("/api/v1/conversions", data=json.dumps(body), content_type="application/json",
+                           HTTP_AUTHORIZATION=f"Bearer {secret}")
+
+    assert post({"event": "purchase", "orderId": "S-1", "email": "jane@example.com",
+                 "time": (now - timedelta(hours=1)).isoformat()}).status_code == 201
+    assert Push.objects.get().status == Push.PENDING_IDENTITY
+    assert post({"event": "lead", "orderId": "L-1", "email": "Jane@Example.com", "msclkid": "a1" * 16,
+                 "time": (now - timedelta(days=2)).isoformat()}).status_code == 201
+
+    push = Push.objects.get(conversion__order_id="S-1")
+    assert (push.status, push.msclkid) == (Push.QUEUED, "a1" * 16)

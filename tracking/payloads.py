@@ -1,0 +1,318 @@
+"""Parse and validate ingest bodies (snippet and server API) into dataclasses.
+
+Every problem raises PayloadError naming the field and the problem, e.g. "value: must be a
+number". Messages never contain the submitted value: email and phone are personal data, and
+echoing nothing at all is the simplest rule that cannot leak. Email and phone are hashed here
+(adsync.identity), so the raw values go no further than this module.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Callable
+
+import pycountry
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest
+from django.views.decorators.debug import sensitive_variables
+
+from adsync.identity import IdentifierError, clean_msclkid, hash_email, hash_phone
+from adsync.models import Site
+
+EVENT_SHAPE = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
+VISITOR_SHAPE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+MAX_ORDER_ID = 200
+MAX_URL = 2000
+MAX_VALUE = Decimal("999999999999")
+VALUE_STEP = Decimal("0.001")
+MAX_FUTURE = timedelta(minutes=5)
+MAX_BATCH = 100
+
+# The server API is a developer contract: a misspelt key ("order_id") is an error, not a silent
+# loss. The snippet's keys are ignored when unknown, so an older cached snippet never loses data.
+API_FIELDS = frozenset({"event", "orderId", "value", "currency", "time", "msclkid", "visitorId", "email", "phone"})
+
+
+class PayloadError(ValueError):
+    """A rejected body: `status` is the HTTP status, `detail` the JSON error ("field: problem")."""
+
+    def __init__(self, field: str, problem: str, status: int = 400) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field, self.problem, self.status = field, problem, status
+
+    @property
+    def detail(self) -> str | list[str]:
+        return str(self)
+
+
+class BatchPayloadError(PayloadError):
+    """Some items of a batch are invalid; `detail` lists one "conversions[i].field: problem" per item."""
+
+    def __init__(self, errors: list[PayloadError]) -> None:
+        super().__init__("conversions", f"{len(errors)} invalid item(s)")
+        self.errors = errors
+
+    @property
+    def detail(self) -> list[str]:
+        return [str(error) for error in self.errors]
+
+
+@dataclass(frozen=True)
+class ClickPayload:
+    visitor_id: str
+    msclkid: str
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class ConversionPayload:
+    """A validated conversion. Only hashes of email and phone are kept."""
+
+    event: str
+    order_id: str | None = None
+    value: Decimal | None = None
+    currency: str = ""
+    occurred_at: datetime | None = None  # None: the moment it is recorded
+    msclkid: str = ""
+    visitor_id: str = ""
+    hashed_email: str = ""
+    hashed_phone: str = ""
+
+
+# --- The body ---------------------------------------------------------------------------------
+
+def read_json(request: HttpRequest) -> dict[str, Any]:
+    """The body as a JSON object, whatever the Content-Type (the snippet sends text/plain)."""
+    limit = settings.ADSYNC_MAX_BODY_BYTES
+    too_big = PayloadError("body", f"is larger than {limit} bytes", status=413)
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        raise too_big
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        raise too_big from None
+    if len(body) > limit:
+        raise too_big
+    return parse_json(body)
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    try:
+        # Decimal keeps 49.90 exact; NaN and Infinity still arrive as floats and fail the finite check.
+        data = json.loads(body.decode("utf-8"), parse_float=Decimal)
+    except UnicodeDecodeError:
+        raise PayloadError("body", "is not UTF-8 text") from None
+    except (ValueError, RecursionError):
+        raise PayloadError("body", "is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise PayloadError("body", "must be a JSON object")
+    return data
+
+
+def site_key(data: dict[str, Any]) -> str:
+    key = _string(data, "site", max_length=40)
+    if not key:
+        raise PayloadError("site", "is required")
+    return key
+
+
+# --- The snippet's body (POST /t/v1/collect) ----------------------------------------------------
+
+@sensitive_variables("data")
+def parse_collect(data: dict[str, Any], site: Site) -> ClickPayload | ConversionPayload:
+    kind = data.get("type")
+    if kind == "click":
+        return parse_click(data)
+    if kind == "conversion":
+        return parse_conversion(data, site, accept_time=False)
+    if kind is None:
+        raise PayloadError("type", "is required")
+    raise PayloadError("type", 'must be "click" or "conversion"')
+
+
+def parse_click(data: dict[str, Any]) -> ClickPayload:
+    visitor_id = _visitor_id(data)
+    if not visitor_id:
+        raise PayloadError("visitorId", "is required")
+    msclkid = _msclkid(data)
+    if not msclkid:
+        raise PayloadError("msclkid", "is required")
+    return ClickPayload(visitor_id=visitor_id, msclkid=msclkid, url=_string(data, "url", max_length=MAX_URL))
+
+
+# --- The server API's body (POST /api/v1/conversions) --------------------------------------------
+
+@sensitive_variables("data", "items")
+def parse_api(data: dict[str, Any], site: Site, now: datetime) -> tuple[list[ConversionPayload], bool]:
+    """(conversions, is_batch). A batch is all-or-nothing: any invalid item rejects the whole body."""
+    if "conversions" not in data:
+        return [parse_api_conversion(data, site, now)], False
+    extra = sorted(set(data) - {"conversions"})
+    if extra:
+        raise PayloadError(_key_label(extra[0]), 'is not allowed beside "conversions"')
+    items = data["conversions"]
+    if not isinstance(items, list):
+        raise PayloadError("conversions", "must be a list")
+    if not 1 <= len(items) <= MAX_BATCH:
+        raise PayloadError("conversions", f"must hold 1 to {MAX_BATCH} items")
+    parsed: list[ConversionPayload] = []
+    errors: list[PayloadError] = []
+    for index, item in enumerate(items):
+        try:
+            if not isinstance(item, dict):
+                raise PayloadError("", "must be a JSON object")
+            parsed.append(parse_api_conversion(item, site, now))
+        except PayloadError as error:
+            field = f"conversions[{index}]" + (f".{error.field}" if error.field else "")
+            errors.append(PayloadError(field, error.problem))
+    if errors:
+        raise BatchPayloadError(errors)
+    return parsed, True
+
+
+def parse_api_conversion(data: dict[str, Any], site: Site, now: datetime) -> ConversionPayload:
+    unknown = sorted(set(data) - API_FIELDS)
+    if unknown:
+        raise PayloadError(_key_label(unknown[0]), "is not a known field")
+    return parse_conversion(data, site, accept_time=True, now=now)
+
+
+# --- One conversion, either source -----------------------------------------------------------------
+
+@sensitive_variables("data", "email", "phone")
+def parse_conversion(
+    data: dict[str, Any], site: Site, *, accept_time: bool, now: datetime | None = None
+) -> ConversionPayload:
+    event = data.get("event")
+    if event is None or event == "":
+        raise PayloadError("event", "is required")
+    if not isinstance(event, str):
+        raise PayloadError("event", "must be a string")
+    if not EVENT_SHAPE.match(event):
+        raise PayloadError("event", "must be 1-100 characters of A-Z a-z 0-9 _ . : -")
+    value = _value(data)
+    occurred_at = _time(data, now or datetime.now(dt_timezone.utc)) if accept_time else None
+    email = _string(data, "email", max_length=320)
+    phone = _string(data, "phone", max_length=64)
+    return ConversionPayload(
+        event=event,
+        order_id=_order_id(data),
+        value=value,
+        currency=_currency(data, site),
+        occurred_at=occurred_at,
+        msclkid=_msclkid(data),
+        visitor_id=_visitor_id(data),
+        hashed_email=_identifier("email", hash_email, email) if email else "",
+        hashed_phone=_identifier("phone", lambda raw: hash_phone(raw, site.default_country), phone) if phone else "",
+    )
+
+
+# --- Fields -----------------------------------------------------------------------------------
+
+def _string(data: dict[str, Any], field: str, *, max_length: int) -> str:
+    """An optional string field, stripped; absent, null and "" all read as ""."""
+    raw = data.get(field)
+    if raw is None:
+        return ""
+    if not isinstance(raw, str):
+        raise PayloadError(field, "must be a string")
+    text = raw.strip()
+    if len(text) > max_length:
+        raise PayloadError(field, f"must be at most {max_length} characters")
+    return text
+
+
+def _order_id(data: dict[str, Any]) -> str | None:
+    raw = data.get("orderId")
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = str(raw)
+    elif raw is not None and not isinstance(raw, str):
+        raise PayloadError("orderId", "must be a string or an integer")
+    text = (raw or "").strip()
+    if len(text) > MAX_ORDER_ID:
+        raise PayloadError("orderId", f"must be at most {MAX_ORDER_ID} characters")
+    return text or None
+
+
+def _value(data: dict[str, Any]) -> Decimal | None:
+    raw = data.get("value")
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, Decimal)):
+        raise PayloadError("value", "must be a number")
+    value = Decimal(raw) if isinstance(raw, int) else Decimal(str(raw)) if isinstance(raw, float) else raw
+    if not value.is_finite():
+        raise PayloadError("value", "must be a finite number")
+    if value < 0:
+        raise PayloadError("value", "must be 0 or more")
+    if value > MAX_VALUE:
+        raise PayloadError("value", f"must be at most {MAX_VALUE}")
+    return abs(value.quantize(VALUE_STEP, rounding=ROUND_HALF_UP))  # abs: -0 becomes 0
+
+
+def _currency(data: dict[str, Any], site: Site) -> str:
+    code = _string(data, "currency", max_length=3).upper()
+    if not code:
+        return site.default_currency
+    if len(code) != 3 or pycountry.currencies.get(alpha_3=code) is None:
+        raise PayloadError("currency", "must be a 3-letter ISO 4217 code, e.g. USD")
+    return code
+
+
+def _time(data: dict[str, Any], now: datetime) -> datetime | None:
+    """An aware moment in UTC, or None for "now". Truncation to seconds happens when stored."""
+    raw = data.get("time")
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str):
+        raise PayloadError("time", "must be an ISO-8601 string, e.g. 2026-11-20T14:03:11Z")
+    try:
+        moment = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise PayloadError("time", "is not an ISO-8601 date-time, e.g. 2026-11-20T14:03:11Z") from None
+    if moment.tzinfo is None:
+        raise PayloadError("time", "must include a UTC offset, e.g. 2026-11-20T14:03:11Z")
+    try:
+        moment = moment.astimezone(dt_timezone.utc)
+    except OverflowError:
+        raise PayloadError("time", "is out of range") from None
+    if moment > now + MAX_FUTURE:
+        raise PayloadError("time", "is more than 5 minutes in the future")
+    return moment
+
+
+def _msclkid(data: dict[str, Any]) -> str:
+    raw = _string(data, "msclkid", max_length=100)
+    return _identifier("msclkid", clean_msclkid, raw) if raw else ""
+
+
+def _visitor_id(data: dict[str, Any]) -> str:
+    visitor_id = _string(data, "visitorId", max_length=64)
+    if visitor_id and not VISITOR_SHAPE.match(visitor_id):
+        raise PayloadError("visitorId", "must be 1-64 characters of A-Z a-z 0-9 _ -")
+    return visitor_id
+
+
+@sensitive_variables("raw")
+def _identifier(field: str, clean: Callable[[str], str], raw: str) -> str:
+    try:
+        return clean(raw)
+    except IdentifierError as error:
+        # identity's messages start with the field's name and never hold the value.
+        problem = str(error).removeprefix(f"{field} ").removeprefix(f"{field}: ")
+        raise PayloadError(field, problem) from None
+
+
+def _key_label(key: str) -> str:
+    """An unknown key, shortened: it is client text, so keep the message bounded."""
+    return key if len(key) <= 40 else key[:40] + "…"

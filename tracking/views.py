@@ -1,0 +1,160 @@
+"""Thin views: the snippet, the browser ingest, the server API and the demo shop page.
+
+Validation lives in tracking/payloads.py, storage in tracking/ingest.py. Request bodies are
+never logged: they hold raw email addresses and phone numbers until payloads.py hashes them.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_safe
+
+from adsync.models import Conversion, Push, Site, format_conversion_time
+from tracking import http, ingest, payloads
+from tracking.payloads import ClickPayload, PayloadError
+
+SNIPPET_PATH = Path(__file__).resolve().parent / "static" / "tracking" / "adsync.js"
+SNIPPET_MAX_AGE = 3600
+
+
+@functools.cache
+def snippet_source() -> bytes:
+    """Read once per process: the file only changes with a deploy, which restarts the process."""
+    return SNIPPET_PATH.read_bytes()
+
+
+@require_safe
+def snippet(request: HttpRequest) -> HttpResponse:
+    response = HttpResponse(snippet_source(), content_type="application/javascript")
+    response["Cache-Control"] = f"public, max-age={SNIPPET_MAX_AGE}"
+    response["Access-Control-Allow-Origin"] = "*"
+    # Client pages that set Cross-Origin-Embedder-Policy can still load it.
+    response["Cross-Origin-Resource-Policy"] = "cross-origin"
+    return response
+
+
+@csrf_exempt
+def collect(request: HttpRequest) -> HttpResponse:
+    """POST /t/v1/collect: a click or a conversion reported by the snippet."""
+    if request.method == "OPTIONS":
+        return http.preflight(request)
+    if request.method != "POST":
+        return http.method_not_allowed("POST", "OPTIONS")
+    origin = request.headers.get("Origin")
+    site: Site | None = None
+    try:
+        data = payloads.read_json(request)
+        site = Site.objects.filter(key=payloads.site_key(data)).first()
+        if site is None:
+            raise PayloadError("site", "unknown site key", status=404)
+        if origin is not None and not site.allows_origin(origin):
+            raise PayloadError("origin", f"{origin[:200]} is not an allowed origin for this site", status=403)
+        event = payloads.parse_collect(data, site)
+    except PayloadError as error:
+        # Only an allowed origin may read the error; any other gets an opaque CORS failure.
+        readable = site is not None and site.allows_origin(origin)
+        return http.allow_origin(http.json_error(error.status, error.detail), origin if readable else None)
+    if isinstance(event, ClickPayload):
+        ingest.record_click(site, event)
+        return http.allow_origin(JsonResponse({"ok": True}), origin)
+    recorded = ingest.record_conversion(site, event, source=Conversion.SOURCE_BROWSER)
+    body = {
+        "ok": True,
+        "conversion": conversion_json(recorded.conversion),
+        "created": recorded.created,
+        # Public callers learn only the outcome, not which ad accounts the site has.
+        "pushes": [{"status": push.status} for push in recorded.pushes],
+    }
+    return http.allow_origin(JsonResponse(body), origin)
+
+
+@csrf_exempt
+def api_conversions(request: HttpRequest) -> HttpResponse:
+    """POST /api/v1/conversions: one conversion, or {"conversions": [...]} (≤100, all-or-nothing)."""
+    if request.method != "POST":
+        return http.method_not_allowed("POST")
+    site = http.bearer_site(request)
+    if isinstance(site, HttpResponse):
+        return site
+    try:
+        items, is_batch = payloads.parse_api(payloads.read_json(request), site, timezone.now())
+    except PayloadError as error:
+        return http.json_error(error.status, error.detail)
+    results = ingest.record_conversions(site, items, source=Conversion.SOURCE_SERVER)
+    out = [{**conversion_json(r.conversion), "created": r.created, "pushes": [push_json(p) for p in r.pushes]}
+           for r in results]
+    status = 201 if any(r.created for r in results) else 200
+    return JsonResponse({"conversions": out} if is_batch else out[0], status=status)
+
+
+@csrf_exempt
+def api_conversion_detail(request: HttpRequest, order_id: str) -> HttpResponse:
+    """GET /api/v1/conversions/<order id>?event=purchase: what became of a conversion."""
+    if request.method not in ("GET", "HEAD"):
+        return http.method_not_allowed("GET")
+    site = http.bearer_site(request)
+    if isinstance(site, HttpResponse):
+        return site
+    matches = Conversion.objects.filter(site=site, order_id=order_id).order_by("event_name")
+    if event := request.GET.get("event"):
+        matches = matches.filter(event_name=event)
+    found = list(matches[:2])
+    if not found:
+        return http.json_error(404, "orderId: no conversion with this order id" + (" and event" if event else ""))
+    if len(found) > 1:
+        return http.json_error(400, "event: required, this order id belongs to several events")
+    conversion = found[0]
+    pushes = [push_json(p, detail=True) for p in conversion.pushes.order_by("id")]
+    return JsonResponse({**conversion_json(conversion), "pushes": pushes})
+
+
+@require_safe
+def demo(request: HttpRequest) -> HttpResponse:
+    """A little shop page that embeds the snippet, to try the whole flow by hand."""
+    site = Site.objects.filter(key="demo").first() or Site.objects.order_by("pk").first()
+    page_origin = f"{request.scheme}://{request.get_host()}"
+    context = {
+        "site": site,
+        "snippet_url": request.build_absolute_uri("/t/v1/adsync.js"),
+        "page_origin": page_origin,
+        "origin_allowed": bool(site and site.allows_origin(page_origin)),
+        "msclkid_cookie": request.COOKIES.get("adsync_msclkid", ""),
+    }
+    return render(request, "demo/shop.html", context)
+
+
+def conversion_json(conversion: Conversion) -> dict:
+    """A conversion for API answers: no hashes, only whether there were any."""
+    return {
+        "id": conversion.pk,
+        "event": conversion.event_name,
+        "orderId": conversion.order_id,
+        "value": float(conversion.value) if conversion.value is not None else None,
+        "currency": conversion.currency or None,
+        "time": format_conversion_time(conversion.occurred_at),
+        "msclkid": conversion.msclkid or None,
+        "clickTime": format_conversion_time(conversion.click_time) if conversion.click_time else None,
+        "hashedEmail": bool(conversion.hashed_email),
+        "hashedPhone": bool(conversion.hashed_phone),
+        "source": conversion.source,
+    }
+
+
+def push_json(push: Push, detail: bool = False) -> dict:
+    item = {"connection": push.connection_id, "goalName": push.goal_name, "status": push.status}
+    if detail:
+        item.update({
+            "attempts": push.attempts,
+            "sentAt": format_conversion_time(push.sent_at) if push.sent_at else None,
+            "errorCode": push.error_code,
+            "errorSymbol": push.error_symbol or None,
+            # Microsoft's message, verbatim (house style).
+            "errorMessage": push.error_message or None,
+        })
+    return item
