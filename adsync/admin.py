@@ -7,13 +7,18 @@ and the site's server API secret is shown exactly once, when it is generated.
 from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
 from adsync import operations
+from adsync.connection_card import ConnectionCardMixin  # Connect/Reconnect/Disconnect, card fields
 from adsync.goals import GoalBook
+from adsync.insights_admin import insights_panel, resync_now  # also registers the insights list
+from adsync.large_tables import EstimatingPaginator, search_by_identifier
 from adsync.microsoft.errors import remedy_hint
-from adsync.models import AccountGoal, Click, Connection, Conversion, GoalMapping, Push, Site
+from adsync.models import AccountGoal, Click, Connection, Conversion, GoalMapping, Push, Site, StaffNotificationPreference
+from adsync.roles import OperatorActionsMixin  # actions with permissions=["operate"]: operators only
+from adsync.support import support_box
 
 admin.site.site_header = "adsync"
 admin.site.site_title = "adsync"
@@ -48,7 +53,7 @@ class SiteAdmin(admin.ModelAdmin):
             settings.ADSYNC_PUBLIC_URL, site.key,
         )
 
-    @admin.action(description="Generate a new server API secret (shown once)")
+    @admin.action(description="Generate a new server API secret (shown once)", permissions=["change"])
     def generate_api_secret(self, request, queryset):
         for site in queryset:
             secret = site.rotate_api_secret()
@@ -108,37 +113,51 @@ class AccountGoalInline(admin.TabularInline):
 
 
 @admin.register(Connection)
-class ConnectionAdmin(admin.ModelAdmin):
+class ConnectionAdmin(ConnectionCardMixin, OperatorActionsMixin, admin.ModelAdmin):
     """The Microsoft Ads card."""
 
-    list_display = ["__str__", "status_badge", "account_id", "account_name", "last_flush_at",
-                    "last_insights_sync_at"]
+    list_display = ["__str__", "status_badge", "problem", "account_id", "account_name", "goal_names_mapped",
+                    "last_24h", "last_flush_at", "last_insights_sync_at"]
     list_filter = ["status"]
     list_select_related = ["site"]
     search_fields = ["site__name", "account_id", "account_name"]
     inlines = [GoalMappingInline, AccountGoalInline]
-    actions = ["refresh_goal_list", "send_test_conversion"]
+    actions = ["refresh_goal_list", "send_test_conversion", resync_now, "reconnect", "refresh_token_now"]
     fieldsets = [
-        (None, {"fields": ["site", "platform", "status_badge", "account_name", "account_id", "customer_id",
-                           "account_number", "enhanced_conversions"]}),
-        ("Health", {"fields": ["last_flush_at", "last_insights_sync_at", "token_expires_at", "throttled_until",
-                               "last_error", "last_error_at", "recent_pushes"]}),
+        (None, {"fields": ["site", "platform", "status_badge", "problem", "account_label", "account_name",
+                           "account_id", "customer_id", "account_number", "goal_names_mapped",
+                           "enhanced_conversions"]}),
+        ("Health", {"fields": ["last_flush_at", "last_insights_sync_at", "token_health", "throttled_until",
+                               "last_error", "last_error_at", "recent_pushes", "latest_push"]}),
+        ("Microsoft app (optional)", {"fields": ["client_id", "client_secret", "clear_client_secret"],
+                                      "classes": ["collapse"]}),
         ("Goals", {"fields": ["goals_refreshed_at", "goal_names_datalist"]}),
+        ("Insights", {"fields": ["insights_chart"]}),
+        ("Support", {"fields": ["support_details"]}),
     ]
-    readonly_fields = ["status_badge", "last_flush_at", "last_insights_sync_at", "token_expires_at",
+    readonly_fields = ["status_badge", "problem", "account_label", "goal_names_mapped", "token_health", "latest_push",
+                       "last_flush_at", "last_insights_sync_at", "token_expires_at",
                        "throttled_until", "last_error", "last_error_at", "recent_pushes", "goals_refreshed_at",
-                       "goal_names_datalist"]
+                       "goal_names_datalist", "insights_chart", "support_details"]
+
+    @admin.display(description="Copy support details")
+    def support_details(self, conn: Connection) -> str:
+        return support_box(conn)
+
+    @admin.display(description="Last 14 days")
+    def insights_chart(self, conn: Connection) -> str:
+        return insights_panel(conn)
 
     @admin.display(description="Goal names in the account")
     def goal_names_datalist(self, conn: Connection) -> str:
         if not conn.pk:
             return "—"
         names = goal_book(conn).check("").choices
-        options = format_html("".join(["<option value=\"{}\">"] * len(names)), *names)
+        options = format_html_join("", '<option value="{}">', ((n,) for n in names))
         listing = ", ".join(f"“{n}”" for n in names) or "none cached yet (action: Refresh goal list)"
         return format_html('<datalist id="adsync-goal-names">{}</datalist>{}', options, listing)
 
-    @admin.action(description="Refresh goal list from Microsoft Ads")
+    @admin.action(description="Refresh goal list from Microsoft Ads", permissions=["operate"])
     def refresh_goal_list(self, request, queryset):
         from django_q.tasks import async_task
 
@@ -146,7 +165,7 @@ class ConnectionAdmin(admin.ModelAdmin):
             async_task("adsync.goals.refresh_goals", conn, group="adsync:goals-now")
         self.message_user(request, f"Goal list refresh queued for {queryset.count()} connection(s).")
 
-    @admin.action(description="Send test conversion (msclkid test_msclkid_123)")
+    @admin.action(description="Send test conversion (msclkid test_msclkid_123)", permissions=["operate"])
     def send_test_conversion(self, request, queryset):
         from django.template.response import TemplateResponse
 
@@ -173,10 +192,11 @@ class ConnectionAdmin(admin.ModelAdmin):
     def status_badge(self, conn: Connection) -> str:
         colours = {Connection.ACTIVE: "#1a7f37", Connection.TOKEN_EXPIRED: "#b35900",
                    Connection.DISCONNECTED: "#6e7781"}
-        label = conn.get_status_display()
         if conn.is_stale:
-            label += " (stale: last sync over 24 h ago)"
-        return format_html('<strong style="color:{}">{}</strong>', colours.get(conn.status, "#000"), label)
+            return format_html('<strong style="color:{}" title="{}">Active but stale</strong>', "#9a6700",
+                               "No successful insights sync in the last 24 hours")
+        return format_html('<strong style="color:{}">{}</strong>', colours.get(conn.status, "#000"),
+                           conn.get_status_display())
 
     @admin.display(description="Sync log (last 24 hours)")
     def recent_pushes(self, conn: Connection) -> str:
@@ -193,7 +213,7 @@ class ConnectionAdmin(admin.ModelAdmin):
 
 
 @admin.register(Push)
-class PushAdmin(admin.ModelAdmin):
+class PushAdmin(OperatorActionsMixin, admin.ModelAdmin):
     """The sync log: every push, what was sent, and Microsoft's answer verbatim."""
 
     list_display = ["created_at", "status", "goal_name", "msclkid_or_none", "value", "currency",
@@ -201,8 +221,10 @@ class PushAdmin(admin.ModelAdmin):
     actions = ["validate_dry_run", "replay_errors"]
     list_filter = ["status", "connection"]
     list_select_related = ["conversion", "connection__site"]
-    search_fields = ["=msclkid", "=conversion__order_id"]
+    search_fields = ["=msclkid", "=conversion__order_id"]  # served by get_search_results below
+    search_help_text = "An exact msclkid or order id (case-sensitive)."
     show_full_result_count = False
+    paginator = EstimatingPaginator  # no full COUNT(*) over millions of rows (docs/performance.md)
     list_per_page = 50
     date_hierarchy = None
     fields = ["status", "goal_name", "msclkid", "value", "currency", "conversion_time", "order_id", "event_name",
@@ -220,12 +242,17 @@ class PushAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None) -> bool:
         return False
 
+    def get_search_results(self, request, queryset, search_term):
+        """Exact msclkid or order id through indexes, not an UPPER() join over the whole log."""
+        return search_by_identifier(queryset, search_term), False
+
     @admin.action(description="Validate only (dry run): build and check, send nothing")
     def validate_dry_run(self, request, queryset):
         for line in operations.summarize(operations.validate(queryset)):
             self.message_user(request, line)
 
-    @admin.action(description="Replay: re-queue selected error rows still inside Microsoft's 90-day window")
+    @admin.action(description="Replay: re-queue selected error rows still inside Microsoft's 90-day window",
+                  permissions=["operate"])
     def replay_errors(self, request, queryset):
         count = operations.replay(queryset)
         self.message_user(request, f"{count} row(s) re-queued for the next flush; rows outside the window or not in "
@@ -294,3 +321,17 @@ class ClickAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False
+
+
+@admin.register(StaffNotificationPreference)
+class StaffNotificationPreferenceAdmin(admin.ModelAdmin):
+    """Who gets the sync digest and the alerts (docs/notifications.md); staff with an email address only."""
+
+    list_display = ["user", "email", "digest", "alerts"]
+    list_editable = ["digest", "alerts"]
+    list_select_related = ["user"]
+    autocomplete_fields = ["user"]
+
+    @admin.display(description="Email", ordering="user__email")
+    def email(self, pref: StaffNotificationPreference) -> str:
+        return pref.user.email or "— (no email address: nothing is sent)"

@@ -24,3 +24,14 @@ def real_microsoft_endpoints(app_configs, **kwargs):
         hint="Set MICROSOFT_ADS_ENVIRONMENT=production (or sandbox) and the Microsoft credentials.",
         id="adsync.W002",
     )]
+
+
+@register(Tags.security, deploy=True)
+def staff_mfa_required(app_configs, **kwargs):
+    if settings.ADSYNC_REQUIRE_MFA:
+        return []
+    return [Warning(
+        "ADSYNC_REQUIRE_MFA is off: staff can reach the admin with a password alone.",
+        hint="Set ADSYNC_REQUIRE_MFA=true; staff then add an authenticator app at /accounts/2fa/ (docs/notifications.md).",
+        id="adsync.W010",
+    )]

@@ -44,7 +44,7 @@ def click_hold() -> timedelta:
 
 
 def preflight(push: Push, book: GoalBook, now: datetime | None = None) -> Verdict:
-    """Decide whether `push` may be sent now. Reads push.conversion.click_time (select_related it)."""
+    """Decide whether `push` may be sent now, from the row alone (no extra query)."""
     now = now or timezone.now()
     check = book.check(push.goal_name)
     if not check.ok:
@@ -74,7 +74,7 @@ def _time_verdict(push: Push, goal, now: datetime) -> Verdict | None:
     if moment < now - MICROSOFT_WINDOW:
         return Verdict.fail("older_than_90_days",
                             "The conversion is more than 90 days old; Microsoft no longer accepts it.")
-    click = push.conversion.click_time
+    click = push.click_time
     if click is None:
         return None
     if moment < click:

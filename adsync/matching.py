@@ -35,8 +35,9 @@ def attach_click(site: Site, msclkid: str, click_time: datetime, *, visitor_id: 
     now = timezone.now()
     pushes = list(Push.objects.filter(conversion_id__in=ids, status=Push.PENDING_IDENTITY))
     for push in pushes:
-        push.msclkid, push.status, push.next_attempt_at, push.updated_at = msclkid, Push.QUEUED, now, now
+        push.msclkid, push.click_time, push.status = msclkid, click_time, Push.QUEUED
+        push.next_attempt_at = push.updated_at = now
         push.dedupe_key = push.compute_dedupe_key()
-    Push.objects.bulk_update(pushes, ["msclkid", "status", "next_attempt_at", "updated_at", "dedupe_key"],
+    Push.objects.bulk_update(pushes, ["msclkid", "click_time", "status", "next_attempt_at", "updated_at", "dedupe_key"],
                              batch_size=500)
     return len(pushes)

@@ -141,7 +141,16 @@ class Conversion(models.Model):
                 condition=Q(order_id__isnull=False),
             ),
         ]
-        indexes = [models.Index(fields=["site", "-occurred_at"], name="conversion_site_time")]
+        indexes = [
+            models.Index(fields=["site", "-occurred_at"], name="conversion_site_time"),
+            # The sync log's search by order id (adsync.large_tables).
+            models.Index(fields=["order_id"], name="conversion_order_id"),
+            # adsync.matching.attach_click on every ingest with an msclkid: only the few conversions
+            # still waiting for a click are indexed, so a busy site does not scan its recent history.
+            models.Index(fields=["site", "visitor_id"], name="conversion_pending_visitor", condition=Q(msclkid="")),
+            models.Index(fields=["site", "hashed_email"], name="conversion_pending_email", condition=Q(msclkid="")),
+            models.Index(fields=["site", "hashed_phone"], name="conversion_pending_phone", condition=Q(msclkid="")),
+        ]
 
     def __str__(self) -> str:
         return f"{self.event_name} {self.order_id or ''}".strip()
@@ -200,10 +209,14 @@ class Connection(models.Model):
     last_insights_sync_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
+    # Debounce of alert emails (adsync.alerts): at most one per connection per hour.
+    last_alert_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["site__name", "id"]
+        # The "operators" role (adsync.roles): run admin actions that change state or queue work.
+        permissions = [("operate_connection", "Can run sync actions (Resync, Reconnect, Send test, Replay)")]
 
     def __str__(self) -> str:
         label = self.account_name or self.account_id or "not connected"
@@ -234,11 +247,19 @@ class Connection(models.Model):
         return settings.MICROSOFT_ADS_CLIENT_ID, settings.MICROSOFT_ADS_CLIENT_SECRET
 
     def mark_token_expired(self, reason: str) -> None:
+        """Card → Token expired; only the call that flips it sends the staff alert (adsync.alerts)."""
         now = timezone.now()
-        Connection.objects.filter(pk=self.pk).update(
+        rows = Connection.objects.filter(pk=self.pk)
+        flipped = rows.exclude(status=Connection.TOKEN_EXPIRED).update(
             status=Connection.TOKEN_EXPIRED, last_error=reason, last_error_at=now
         )
+        if not flipped:
+            rows.update(last_error=reason, last_error_at=now)
         self.status, self.last_error, self.last_error_at = Connection.TOKEN_EXPIRED, reason, now
+        if flipped:
+            from adsync import alerts
+
+            alerts.token_expired(self)  # after commit; never raises
 
     def goal_name_for(self, event_name: str) -> str | None:
         mapping = self.goal_mappings.filter(event_name=event_name).first()
@@ -329,8 +350,10 @@ class Push(models.Model):
     ERROR = "error"
     STATUSES = [(QUEUED, "queued"), (SENT, "sent"), (PENDING_IDENTITY, "pending_identity"), (ERROR, "error")]
 
-    conversion = models.ForeignKey(Conversion, on_delete=models.CASCADE, related_name="pushes")
-    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="pushes")
+    # No separate FK indexes: push_once_per_connection leads with conversion, push_due and
+    # push_log_filter with connection. Every index is written on each status change.
+    conversion = models.ForeignKey(Conversion, on_delete=models.CASCADE, related_name="pushes", db_index=False)
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="pushes", db_index=False)
     goal_name = models.CharField("Goal Name", max_length=100)
     msclkid = models.CharField(max_length=100, blank=True)
     hashed_email = models.CharField(max_length=64, blank=True)
@@ -338,6 +361,7 @@ class Push(models.Model):
     value = models.DecimalField(max_digits=15, decimal_places=3, null=True, blank=True)
     currency = models.CharField(max_length=3, blank=True)
     conversion_time = models.DateTimeField(help_text="Sent to Microsoft as ConversionTime, UTC, identical on every retry.")
+    click_time = models.DateTimeField(null=True, blank=True, help_text="When the msclkid's click landed, if known.")
 
     status = models.CharField(max_length=20, choices=STATUSES, default=QUEUED)
     error_code = models.IntegerField(null=True, blank=True, help_text="Microsoft's numeric Code")
@@ -350,7 +374,7 @@ class Push(models.Model):
     claim_token = models.UUIDField(null=True, blank=True)
     # Our idempotency key: (connection, goal, msclkid or identity hash, conversion time). Null
     # while the row has no identity. Unique, so the same conversion never gets a second push.
-    dedupe_key = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
+    dedupe_key = models.CharField(max_length=64, null=True, blank=True, editable=False)
     sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
@@ -362,6 +386,7 @@ class Push(models.Model):
         verbose_name_plural = "sync log"
         constraints = [
             models.UniqueConstraint(fields=["conversion", "connection"], name="push_once_per_connection"),
+            models.UniqueConstraint(fields=["dedupe_key"], name="push_dedupe_key"),
         ]
         indexes = [
             # The flush's claim query: only queued rows are indexed, so it stays small.
@@ -372,7 +397,6 @@ class Push(models.Model):
             models.Index(fields=["connection", "status", "-created_at"], name="push_log_filter"),
             models.Index(fields=["-created_at", "-id"], name="push_log_recent"),
             models.Index(fields=["msclkid"], name="push_msclkid"),
-            models.Index(fields=["claim_token"], name="push_claim_token"),
         ]
 
     def __str__(self) -> str:
@@ -419,6 +443,7 @@ class Push(models.Model):
                 value=conversion.value,
                 currency=conversion.currency,
                 conversion_time=conversion.occurred_at,
+                click_time=conversion.click_time,
                 status=cls.initial_status(conversion, mapping.connection),
             )
             for mapping in mappings
@@ -487,3 +512,25 @@ class CampaignInsight(models.Model):
 
     def __str__(self) -> str:
         return f"{self.date} · {self.campaign_name or self.campaign_id}"
+
+
+class StaffNotificationPreference(models.Model):
+    """A staff member's opt-in to the daily sync digest and the immediate alerts (adsync.digest, adsync.alerts)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                related_name="adsync_notifications")
+    digest = models.BooleanField("daily sync digest", default=True)
+    alerts = models.BooleanField("immediate alerts", default=True,
+                                 help_text="Token expired, or a flush with more errors than the threshold.")
+
+    class Meta:
+        verbose_name = "staff notification preference"
+
+    def __str__(self) -> str:
+        return f"{self.user} notifications"
+
+    @classmethod
+    def addresses(cls, kind: str) -> list[str]:
+        """Email addresses of active staff who opted in to `kind` ("digest" or "alerts")."""
+        rows = cls.objects.filter(**{kind: True}, user__is_active=True, user__is_staff=True).exclude(user__email="")
+        return sorted(set(rows.values_list("user__email", flat=True)))

@@ -71,7 +71,7 @@ def validate(pushes) -> list[DryRunRow]:
     """Build and check payloads exactly as the flush would, without sending or changing anything."""
     books: dict[int, GoalBook] = {}
     rows = []
-    for push in pushes.select_related("conversion", "connection"):
+    for push in pushes.select_related("connection"):
         book = books.get(push.connection_id) or books.setdefault(push.connection_id, GoalBook(push.connection))
         rows.append(DryRunRow(push, guards.preflight(push, book), push.as_offline_conversion()))
     return rows

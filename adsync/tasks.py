@@ -28,7 +28,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from adsync import guards, throttle, tokens
+from adsync import alerts, guards, throttle, tokens
 from adsync.goals import GoalBook
 from adsync.microsoft.campaign import ApplyResult, CampaignClient
 from adsync.microsoft.errors import BatchError, Kind, MicrosoftAdsError
@@ -41,6 +41,9 @@ BACKOFF_CAP_SECONDS = 6 * 3600
 CONNECTION_PAUSE = timedelta(minutes=15)
 WAIT_DELAYS = {5614: timedelta(minutes=5), 5615: timedelta(minutes=30)}
 ROW_RETRY_KINDS = {Kind.TRANSIENT, Kind.THROTTLED, Kind.WAIT}
+# What the flush reads of a claimed row: the payload, the guards' inputs and the retry count.
+SEND_FIELDS = ["id", "connection_id", "goal_name", "msclkid", "hashed_email", "hashed_phone", "value", "currency",
+               "conversion_time", "click_time", "attempts", "claim_token"]
 
 
 @dataclass
@@ -101,6 +104,7 @@ def flush_connection(connection: Connection, batch_size: int | None = None) -> F
                 break
     Connection.objects.filter(pk=connection.pk).update(last_flush_at=timezone.now())
     log.info("flush %s", result.line())
+    alerts.flush_errors(connection, result.errors)  # over ADSYNC_ALERT_ERROR_THRESHOLD: email staff
     return result
 
 
@@ -115,10 +119,11 @@ def claim_batch(connection: Connection, size: int) -> list[Push]:
         ids = list(due.values_list("id", flat=True)[:size])
         if not ids:
             return []
+        # Only unindexed columns change here, so PostgreSQL can update the rows in place (HOT).
         Push.objects.due(now).filter(pk__in=ids).update(
             claim_token=token, claimed_until=now + timedelta(seconds=settings.ADSYNC_CLAIM_LEASE_SECONDS)
         )
-    return list(Push.objects.filter(claim_token=token).select_related("conversion").order_by("id"))
+    return list(Push.objects.filter(pk__in=ids, claim_token=token).only(*SEND_FIELDS).order_by("id"))
 
 
 def _client(connection: Connection, access_token: str) -> CampaignClient:
@@ -127,21 +132,15 @@ def _client(connection: Connection, access_token: str) -> CampaignClient:
 
 
 def _apply(connection: Connection, client: CampaignClient, items: list[dict]) -> tuple[ApplyResult, CampaignClient]:
-    """One call; on 105/109 refresh once and retry once (the official SDK's pattern, §1.7)."""
-    try:
-        return client.apply_offline_conversions(items), client
-    except MicrosoftAdsError as err:
-        if err.kind != Kind.AUTH:
-            raise
-        stale = client.headers["Authorization"].removeprefix("Bearer ")
-        client = _client(connection, tokens.refresh(connection, stale_access_token=stale))
-    try:
-        return client.apply_offline_conversions(items), client
-    except MicrosoftAdsError as err:
-        if err.kind == Kind.AUTH:
-            connection.mark_token_expired(err.describe())
-            err.kind = Kind.RECONNECT
-        raise
+    """One call; on 105/109 refresh once and retry once (tokens.call_with_refresh, §1.7)."""
+    current = client.headers["Authorization"].removeprefix("Bearer ")
+
+    def call(access_token: str) -> tuple[ApplyResult, CampaignClient]:
+        used = client if access_token == current else _client(connection, access_token)
+        return used.apply_offline_conversions(items), used
+
+    (result, client), _ = tokens.call_with_refresh(connection, current, call)
+    return result, client
 
 
 def _preflight(batch: list[Push], book: GoalBook, outcome: _Outcome) -> list[Push]:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
+from typing import TypeVar
 
 from django.db.models import Q
 from django.utils import timezone
@@ -20,6 +23,7 @@ from adsync.microsoft.errors import Kind, MicrosoftAdsError
 from adsync.models import Connection
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REFRESH_MARGIN = timedelta(minutes=5)
 LOCK_LEASE = timedelta(seconds=60)
@@ -41,6 +45,27 @@ def access_token_for(connection: Connection) -> str:
     return refresh(connection)
 
 
+def call_with_refresh(connection: Connection, access_token: str, call: Callable[[str], T]) -> tuple[T, str]:
+    """Run `call(access_token)`; on 105/109 refresh once and retry once (the official SDK's pattern, §1.7).
+
+    Returns (result, the access token that worked) so the caller keeps using the fresh one. A
+    second auth failure marks the card Token expired and is re-raised as RECONNECT.
+    """
+    try:
+        return call(access_token), access_token
+    except MicrosoftAdsError as err:
+        if err.kind != Kind.AUTH:
+            raise
+    access_token = refresh(connection, stale_access_token=access_token)
+    try:
+        return call(access_token), access_token
+    except MicrosoftAdsError as err:
+        if err.kind == Kind.AUTH:
+            connection.mark_token_expired(err.describe())
+            err.kind = Kind.RECONNECT
+        raise
+
+
 def refresh(connection: Connection, *, stale_access_token: str | None = None) -> str:
     """Refresh under the row lease and return the new access token.
 
@@ -54,6 +79,9 @@ def refresh(connection: Connection, *, stale_access_token: str | None = None) ->
             return connection.access_token
         if stale_access_token is not None and connection.access_token != stale_access_token:
             return connection.access_token
+        if connection.status == Connection.DISCONNECTED:
+            # Disconnected while this worker was on its way: the wipe stands, nothing to mark.
+            raise MicrosoftAdsError("The connection is disconnected: click Connect.", kind=Kind.RECONNECT)
         if not connection.refresh_token:
             reason = "No refresh token stored: connect the account."
             connection.mark_token_expired(reason)
@@ -81,6 +109,20 @@ def save_tokens(connection: Connection, tokens: oauth.TokenSet) -> None:
     connection.token_expires_at = tokens.expires_at
     connection.refreshed_at = timezone.now()
     connection.save(update_fields=["access_token", "refresh_token", "token_expires_at", "refreshed_at"])
+
+
+@contextmanager
+def lease(connection: Connection) -> Iterator[None]:
+    """Hold the refresh lease while replacing or wiping tokens (Connect, Reconnect, Disconnect).
+
+    A refresh in flight would otherwise save tokens of the old grant over the new ones, or
+    resurrect tokens that Disconnect just wiped.
+    """
+    _acquire_lock(connection)
+    try:
+        yield
+    finally:
+        Connection.objects.filter(pk=connection.pk).update(refresh_lock_until=None)
 
 
 def _acquire_lock(connection: Connection) -> None:

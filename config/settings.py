@@ -30,6 +30,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_q",
+    "allauth",
+    "allauth.account",
+    "allauth.mfa",
+    "allauth.socialaccount",
     "adsync",
     "tracking",
     "emulator",
@@ -41,6 +45,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+    "adsync.staff.RequireStaffMFAMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -92,10 +98,51 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
-LOGIN_URL = "/admin/login/"
+# --- Staff sign-in (django-allauth; docs/notifications.md) ----------------------------------
+# Email (or username) + password, TOTP multi-factor, no public sign-up; the admin's login page
+# redirects here. The tracking endpoints are public and never pass through any of this.
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/admin/"
+ACCOUNT_LOGOUT_REDIRECT_URL = "/accounts/login/"
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+ACCOUNT_ADAPTER = "adsync.staff.StaffAccountAdapter"
+SOCIALACCOUNT_ADAPTER = "adsync.staff.StaffSocialAccountAdapter"
+ACCOUNT_LOGIN_METHODS = {"email", "username"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "username*", "password1*", "password2*"]  # sign-up itself is closed
+ACCOUNT_EMAIL_VERIFICATION = "none"  # staff accounts are created by a superuser, not by sign-up
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_ISSUER = "adsync"
+# On: staff without an authenticator app must set one up before any admin page. Off by default
+# so the README's demo login works at once; turn it on in production.
+ADSYNC_REQUIRE_MFA = env_bool("ADSYNC_REQUIRE_MFA", False)
+# Optional "Sign in with Microsoft" for staff (an Entra ID app registration, redirect URI
+# <ADSYNC_PUBLIC_URL>/accounts/microsoft/login/callback/). Staff link it to their account first.
+ADSYNC_STAFF_MICROSOFT_CLIENT_ID = env("ADSYNC_STAFF_MICROSOFT_CLIENT_ID", "")
+ADSYNC_STAFF_MICROSOFT_CLIENT_SECRET = env("ADSYNC_STAFF_MICROSOFT_CLIENT_SECRET", "")
+ADSYNC_STAFF_MICROSOFT_TENANT = env("ADSYNC_STAFF_MICROSOFT_TENANT", "organizations")
+SOCIALACCOUNT_PROVIDERS: dict = {}
+if ADSYNC_STAFF_MICROSOFT_CLIENT_ID:
+    if not ADSYNC_STAFF_MICROSOFT_CLIENT_SECRET:
+        raise ValueError("ADSYNC_STAFF_MICROSOFT_CLIENT_SECRET must be set with ADSYNC_STAFF_MICROSOFT_CLIENT_ID")
+    INSTALLED_APPS.append("allauth.socialaccount.providers.microsoft")
+    SOCIALACCOUNT_PROVIDERS["microsoft"] = {"APPS": [{
+        "client_id": ADSYNC_STAFF_MICROSOFT_CLIENT_ID,
+        "secret": ADSYNC_STAFF_MICROSOFT_CLIENT_SECRET,
+        "settings": {"tenant": ADSYNC_STAFF_MICROSOFT_TENANT},
+    }]}
 
 EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "adsync@localhost")
+# SMTP, used when EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend.
+EMAIL_HOST = env("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 587)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)  # alerts are sent from the worker: never hang it
 
 LOGGING = {
     "version": 1,
@@ -181,6 +228,9 @@ MICROSOFT_ADS_BATCH_SIZE = env_int("MICROSOFT_ADS_BATCH_SIZE", 1000)
 # identical ConversionTime, which Microsoft de-duplicates.
 ADSYNC_CLAIM_LEASE_SECONDS = env_int("ADSYNC_CLAIM_LEASE_SECONDS", 300)
 ADSYNC_FLUSH_MINUTES = env_int("ADSYNC_FLUSH_MINUTES", 2)
+# Proactive token refresh (adsync.lifecycle): tokens expiring within 15 minutes while pushes wait,
+# and every connection not refreshed for 7 days. See docs/connections.md.
+ADSYNC_TOKEN_REFRESH_MINUTES = env_int("ADSYNC_TOKEN_REFRESH_MINUTES", 10)
 ADSYNC_RETENTION_DAYS = env_int("ADSYNC_RETENTION_DAYS", 90)
 ADSYNC_MAX_BODY_BYTES = env_int("ADSYNC_MAX_BODY_BYTES", 16 * 1024)
 # Transient failures (network, 5xx, 0, 5612, 5614, 5615) retry with exponential backoff and
@@ -193,3 +243,27 @@ ADSYNC_REQUESTS_PER_MINUTE = env_int("ADSYNC_REQUESTS_PER_MINUTE", 1000)
 ADSYNC_CLICK_HOLD_MINUTES = env_int(
     "ADSYNC_CLICK_HOLD_MINUTES", 0 if MICROSOFT_ADS_ENVIRONMENT == "emulator" else 60
 )
+
+# --- Insights (campaign performance reports, docs/insights.md) ------------------------------
+# Microsoft has no plain "UTC" report time zone (reference §5). GMT (London) is UTC for five
+# months and UTC+1 during British Summer Time: the closest match to our UTC day boundaries.
+ADSYNC_INSIGHTS_REPORT_TIME_ZONE = env(
+    "ADSYNC_INSIGHTS_REPORT_TIME_ZONE", "GreenwichMeanTimeDublinEdinburghLisbonLondon"
+)
+# Poll bound: the first poll at once, then waits of 5, 10, 20, 40, then 60 s; 10 polls wait about
+# 7 minutes in all, inside the django-q2 task timeout (600 s). A report still Pending then is
+# left for the next run.
+ADSYNC_INSIGHTS_MAX_POLLS = env_int("ADSYNC_INSIGHTS_MAX_POLLS", 10)
+
+# --- Staff notifications: sync digest and alerts (docs/notifications.md) -------------------
+# The daily digest's cron line, in UTC (django-q2 schedule adsync:digest; run setup_schedules
+# after changing it).
+ADSYNC_DIGEST_CRON = env("ADSYNC_DIGEST_CRON", "0 7 * * *")
+from croniter import croniter as _croniter  # noqa: E402  (validated at start-up, not at 07:00)
+
+if not _croniter.is_valid(ADSYNC_DIGEST_CRON):
+    raise ValueError(f"ADSYNC_DIGEST_CRON must be a cron line such as '0 7 * * *', got {ADSYNC_DIGEST_CRON!r}")
+# The digest warns about a connection whose pending_identity share reaches this percentage.
+ADSYNC_DIGEST_PENDING_SHARE = env_int("ADSYNC_DIGEST_PENDING_SHARE", 30)
+# An alert email goes out when one flush produces more error rows than this.
+ADSYNC_ALERT_ERROR_THRESHOLD = env_int("ADSYNC_ALERT_ERROR_THRESHOLD", 50)

@@ -146,8 +146,7 @@ def test_a_click_under_an_hour_old_is_held_then_sent(mocked, settings, connectio
     flush_connection(connection)
     held = Push.objects.get()
     assert held.status == Push.QUEUED and "less than an hour" in held.error_message
-    Push.objects.update(next_attempt_at=timezone.now())
-    Conversion.objects.update(click_time=now - timedelta(hours=2))
+    Push.objects.update(next_attempt_at=timezone.now(), click_time=now - timedelta(hours=2))
     flush_connection(connection)
 
     assert Push.objects.get().status == Push.SENT
@@ -347,7 +346,7 @@ def test_replay_requeues_error_rows_inside_the_window_only(site, connection, mak
 def test_a_landing_reported_after_an_offline_sale_queues_that_sale(client, site, connection, make_conversion):
     """End to end through the snippet's endpoint: the sale was pending, the click report explains it."""
     sale = make_conversion(site, msclkid="", visitor_id="visitor-9",
-                           occurred_at=timezone.now().replace(microsecond=0) + timedelta(seconds=1))
+                           occurred_at=timezone.now().replace(microsecond=0) + timedelta(seconds=60))
     response = client.post("/t/v1/collect", data=json.dumps({
         "site": site.key, "type": "click", "visitorId": "visitor-9", "msclkid": "f" * 32,
         "url": "https://shop.example.com/?msclkid=" + "f" * 32}), content_type="text/plain",

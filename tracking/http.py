@@ -6,6 +6,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.cache import patch_vary_headers
 
 from adsync.models import Site
+from tracking.payloads import storable
 
 PREFLIGHT_MAX_AGE = 86400
 
@@ -44,7 +45,7 @@ def preflight(request: HttpRequest) -> HttpResponse:
         response["Allow"] = "POST, OPTIONS"
         return response
     key = request.GET.get("site")
-    site = Site.objects.filter(key=key).first() if key else None
+    site = Site.objects.filter(key=key).first() if key and storable(key) else None
     allowed = site.allows_origin(origin) if site else (not key and origin_allowed_by_any_site(origin))
     if not allowed:
         return allow_origin(json_error(403, "origin: is not an allowed origin for this site"), None)

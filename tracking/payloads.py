@@ -25,14 +25,19 @@ from django.views.decorators.debug import sensitive_variables
 from adsync.identity import IdentifierError, clean_msclkid, hash_email, hash_phone
 from adsync.models import Site
 
-EVENT_SHAPE = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
-VISITOR_SHAPE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+# Used with fullmatch: "$" would also accept a trailing newline ("purchase\n").
+EVENT_SHAPE = re.compile(r"[A-Za-z0-9_.:\-]{1,100}")
+VISITOR_SHAPE = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 MAX_ORDER_ID = 200
 MAX_URL = 2000
 MAX_VALUE = Decimal("999999999999")
 VALUE_STEP = Decimal("0.001")
 MAX_FUTURE = timedelta(minutes=5)
+# Far older than anything Microsoft takes (90 days), and far from datetime.min, where date arithmetic overflows.
+MIN_TIME = datetime(2000, 1, 1, tzinfo=dt_timezone.utc)
 MAX_BATCH = 100
+_SURROGATE = re.compile("[\ud800-\udfff]")
+UNSTORABLE = "must not contain NUL characters or unpaired surrogates"
 
 # The server API is a developer contract: a misspelt key ("order_id") is an error, not a silent
 # loss. The snippet's keys are ignored when unknown, so an older cached snippet never loses data.
@@ -198,7 +203,7 @@ def parse_conversion(
         raise PayloadError("event", "is required")
     if not isinstance(event, str):
         raise PayloadError("event", "must be a string")
-    if not EVENT_SHAPE.match(event):
+    if not EVENT_SHAPE.fullmatch(event):
         raise PayloadError("event", "must be 1-100 characters of A-Z a-z 0-9 _ . : -")
     value = _value(data)
     occurred_at = _time(data, now or datetime.now(dt_timezone.utc)) if accept_time else None
@@ -219,6 +224,14 @@ def parse_conversion(
 
 # --- Fields -----------------------------------------------------------------------------------
 
+def storable(text: str) -> bool:
+    """False for text PostgreSQL refuses: NUL, or an unpaired surrogate (JSON's \\u0000 and \\ud800 decode to both).
+
+    Such text would make a query fail with a 500; validated early, it is a 400 like any bad value.
+    """
+    return "\x00" not in text and not _SURROGATE.search(text)
+
+
 def _string(data: dict[str, Any], field: str, *, max_length: int) -> str:
     """An optional string field, stripped; absent, null and "" all read as ""."""
     raw = data.get(field)
@@ -226,6 +239,8 @@ def _string(data: dict[str, Any], field: str, *, max_length: int) -> str:
         return ""
     if not isinstance(raw, str):
         raise PayloadError(field, "must be a string")
+    if not storable(raw):
+        raise PayloadError(field, UNSTORABLE)
     text = raw.strip()
     if len(text) > max_length:
         raise PayloadError(field, f"must be at most {max_length} characters")
@@ -238,6 +253,8 @@ def _order_id(data: dict[str, Any]) -> str | None:
         raw = str(raw)
     elif raw is not None and not isinstance(raw, str):
         raise PayloadError("orderId", "must be a string or an integer")
+    if raw and not storable(raw):
+        raise PayloadError("orderId", UNSTORABLE)
     text = (raw or "").strip()
     if len(text) > MAX_ORDER_ID:
         raise PayloadError("orderId", f"must be at most {MAX_ORDER_ID} characters")
@@ -286,6 +303,8 @@ def _time(data: dict[str, Any], now: datetime) -> datetime | None:
         moment = moment.astimezone(dt_timezone.utc)
     except OverflowError:
         raise PayloadError("time", "is out of range") from None
+    if moment < MIN_TIME:
+        raise PayloadError("time", "must be 2000-01-01 or later")
     if moment > now + MAX_FUTURE:
         raise PayloadError("time", "is more than 5 minutes in the future")
     return moment
@@ -298,7 +317,7 @@ def _msclkid(data: dict[str, Any]) -> str:
 
 def _visitor_id(data: dict[str, Any]) -> str:
     visitor_id = _string(data, "visitorId", max_length=64)
-    if visitor_id and not VISITOR_SHAPE.match(visitor_id):
+    if visitor_id and not VISITOR_SHAPE.fullmatch(visitor_id):
         raise PayloadError("visitorId", "must be 1-64 characters of A-Z a-z 0-9 _ -")
     return visitor_id
 

@@ -101,10 +101,12 @@ def api_conversion_detail(request: HttpRequest, order_id: str) -> HttpResponse:
     site = http.bearer_site(request)
     if isinstance(site, HttpResponse):
         return site
+    event = request.GET.get("event")
     matches = Conversion.objects.filter(site=site, order_id=order_id).order_by("event_name")
-    if event := request.GET.get("event"):
+    if event:
         matches = matches.filter(event_name=event)
-    found = list(matches[:2])
+    # Text no row can hold (a NUL, from %00) would fail the query on PostgreSQL: it matches nothing.
+    found = list(matches[:2]) if payloads.storable(order_id + (event or "")) else []
     if not found:
         return http.json_error(404, "orderId: no conversion with this order id" + (" and event" if event else ""))
     if len(found) > 1:

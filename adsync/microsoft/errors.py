@@ -42,6 +42,9 @@ _CODE_KINDS: dict[int, Kind] = {
     5600: Kind.REVIEW, 5601: Kind.REVIEW, 5602: Kind.REVIEW, 5608: Kind.REVIEW, 8004: Kind.REVIEW,
     5603: Kind.ROW, 5604: Kind.ROW, 5605: Kind.ROW, 5606: Kind.ROW, 5607: Kind.ROW, 5609: Kind.ROW,
     5610: Kind.ROW, 5611: Kind.ROW, 5616: Kind.ROW, 5617: Kind.ROW,
+    # Reporting (reference §5): 207 is too many concurrent report requests, not a call-rate limit.
+    207: Kind.THROTTLED, 2101: Kind.TRANSIENT,
+    2003: Kind.NO_ACCESS, 2035: Kind.ACCOUNT,
 }
 
 GOAL_NOT_FOUND_CODE = 5606
@@ -59,6 +62,9 @@ _CODE_HINTS: dict[int, str] = {
     5615: "The goal was created less than 2 hours ago; adsync retries automatically.",
     5614: "The conversion time is in the future (clock skew); adsync retries automatically.",
     5603: "No msclkid: check auto-tagging in Microsoft Ads and that the snippet is on every landing page.",
+    207: "Too many reports are being generated for this account at once; the next daily sync tries again, "
+         "or click Resync now in a few minutes.",
+    2101: "Microsoft no longer knows this report request (report ids live one day); the next sync submits a new one.",
 }
 _KIND_HINTS: dict[Kind, str] = {
     Kind.TRANSIENT: "Temporary problem at Microsoft or on the network; adsync retries with backoff.",

@@ -32,3 +32,20 @@ def post_json(session: requests.Session, url: str, body: dict, headers: dict) ->
     except requests.RequestException as exc:
         raise MicrosoftAdsError(f"Network error calling {url}: {exc.__class__.__name__}",
                                 kind=Kind.TRANSIENT) from None
+
+
+def get(session: requests.Session, url: str, headers: dict | None = None) -> requests.Response:
+    """GET with the configured timeout (e.g. a report download URL); transport failures are transient."""
+    try:
+        return session.get(url, headers=headers or {}, timeout=settings.MICROSOFT_ADS_TIMEOUT)
+    except requests.Timeout:
+        raise MicrosoftAdsError(f"Timed out after {settings.MICROSOFT_ADS_TIMEOUT:g}s calling {_no_query(url)}",
+                                kind=Kind.TRANSIENT) from None
+    except requests.RequestException as exc:
+        raise MicrosoftAdsError(f"Network error calling {_no_query(url)}: {exc.__class__.__name__}",
+                                kind=Kind.TRANSIENT) from None
+
+
+def _no_query(url: str) -> str:
+    """Download URLs carry a signature in their query string: keep it out of messages and logs."""
+    return url.split("?", 1)[0]

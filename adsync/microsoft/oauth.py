@@ -8,7 +8,10 @@ Token expired), 5xx and network → TRANSIENT (retried later, state unchanged).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -86,6 +89,65 @@ def _token_error(exc: OAuth2Error) -> MicrosoftAdsError:
     message = exc.description or exc.error
     kind = Kind.RECONNECT if exc.error in {"invalid_grant", "interaction_required", "consent_required"} else Kind.REVIEW
     return MicrosoftAdsError(message, kind=kind, error_code=exc.error, http_status=exc.status_code)
+
+
+def new_state() -> str:
+    """An unguessable `state` for one authorization request (CSRF protection, checked on return)."""
+    return secrets.token_urlsafe(32)
+
+
+def new_code_verifier() -> str:
+    """A PKCE code verifier: 86 characters from the unreserved set (RFC 7636 allows 43-128)."""
+    return secrets.token_urlsafe(64)
+
+
+def code_challenge(code_verifier: str) -> str:
+    """The S256 challenge: base64url(SHA-256(verifier)) without padding (RFC 7636 §4.2)."""
+    digest = hashlib.sha256(code_verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def authorization_url(client_id: str, redirect_uri: str, state: str, code_verifier: str, prompt: str) -> str:
+    """Where to send the browser for consent (reference §2, "Authorize parameters").
+
+    `prompt` is `select_account` on a first Connect and `consent` on Reconnect, so a revoked or
+    changed consent is asked for again instead of silently reusing the old grant.
+    """
+    oauth = _session(client_id, redirect_uri=redirect_uri)
+    _allow_plain_http_for_loopback(settings.MICROSOFT_ADS_OAUTH_AUTHORIZE_URL)
+    url, _ = oauth.authorization_url(
+        settings.MICROSOFT_ADS_OAUTH_AUTHORIZE_URL,
+        state=state,
+        prompt=prompt,
+        response_mode="query",
+        code_challenge=code_challenge(code_verifier),
+        code_challenge_method="S256",
+    )
+    return url
+
+
+def exchange_code(client_id: str, client_secret: str, code: str, redirect_uri: str, code_verifier: str) -> TokenSet:
+    """Trade an authorization code for tokens, proving PKCE with the verifier kept in the session.
+
+    `redirect_uri` must be byte-for-byte the one sent to the authorize endpoint (reference §2).
+    """
+    oauth = _session(client_id, redirect_uri=redirect_uri)
+    _allow_plain_http_for_loopback(settings.MICROSOFT_ADS_OAUTH_TOKEN_URL)
+    try:
+        token = oauth.fetch_token(
+            settings.MICROSOFT_ADS_OAUTH_TOKEN_URL,
+            code=code,
+            client_secret=client_secret,
+            include_client_id=True,
+            code_verifier=code_verifier,
+            timeout=settings.MICROSOFT_ADS_TIMEOUT,
+        )
+    except OAuth2Error as exc:
+        raise _token_error(exc) from None
+    except requests.RequestException as exc:
+        raise MicrosoftAdsError(f"Network error calling the token endpoint: {exc.__class__.__name__}",
+                                kind=Kind.TRANSIENT) from None
+    return TokenSet.from_response(token)
 
 
 def refresh(client_id: str, client_secret: str, refresh_token: str) -> TokenSet:

@@ -1,9 +1,12 @@
 """`manage.py seed_demo`: the demo site, its emulator connection and a staff login (printed)."""
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from adsync.demo import ensure_demo_site, ensure_demo_staff
+from adsync.models import StaffNotificationPreference
+from adsync.roles import ensure_roles
 
 
 class Command(BaseCommand):
@@ -14,6 +17,8 @@ class Command(BaseCommand):
             raise CommandError("seed_demo only runs with MICROSOFT_ADS_ENVIRONMENT=emulator.")
         site = ensure_demo_site()
         login = ensure_demo_staff()
+        ensure_roles()  # the operators / viewers groups (docs/notifications.md)
+        StaffNotificationPreference.objects.get_or_create(user=get_user_model().objects.get(username=login.username))
         base = settings.ADSYNC_PUBLIC_URL
         self.stdout.write(self.style.SUCCESS("adsync demo is ready:"))
         self.stdout.write(f"  Admin:        {base}/admin/   user: {login.username}   password: {login.password}")

@@ -1,0 +1,233 @@
+#!/usr/bin/env python
+"""Ingest benchmark: conversion hits/second and p50/p99 latency through gunicorn, beside a bare view.
+
+Starts gunicorn on loopback with bench/ingest_settings.py (the project's settings plus a
+bench-only bare view at /bench/bare), then drives both URLs with wrk in the same run:
+
+- bare:    POST /bench/bare: routing, middleware, body read, a JSON answer; no database;
+- collect: POST /t/v1/collect with a valid conversion body (unique orderId and msclkid per
+           request, the Origin of an allowed origin), exactly what the snippet sends.
+
+It prints requests/second, p50/p90/p99 latency and non-2xx answers for each, the ratio
+collect/bare, and checks that every 2xx conversion hit stored one conversion and one push.
+Not a test: it measures. Needs `wrk` (Debian: apt-get install wrk).
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/adsync_bench_ingest \\
+        .venv/bin/python bench/ingest_bench.py --connections 64 --duration 15
+
+The database is created if missing and migrated; the bench site's rows are deleted first, so
+never point it at a database you care about.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/adsync_bench_ingest"
+SITE_KEY = "pk_benchingest"
+ORIGIN = "https://shop.example.com"
+
+# One Lua state per wrk thread: `tid` is set by setup(), so orderIds never collide across threads.
+LUA = r"""
+local threads = {}
+local counter = 0
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("tid", #threads)
+end
+function init(args)
+  run = args[1]
+  mode = args[2]
+end
+function request()
+  counter = counter + 1
+  local body = string.format(
+    '{"site":"%s","type":"conversion","event":"purchase","orderId":"%s-%d-%d",' ..
+    '"msclkid":"%s%02x%014x","visitorId":"v%s%02x%014x","value":49.9,"currency":"USD"}',
+    "SITE_KEY", run, tid, counter, run, tid, counter, run, tid, counter)
+  local path = mode == "bare" and "/bench/bare" or "/t/v1/collect"
+  return wrk.format("POST", path, {["Content-Type"] = "text/plain;charset=UTF-8",
+                                   ["Origin"] = "ORIGIN"}, body)
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'RESULT {"requests": %d, "duration_us": %d, "p50": %d, "p90": %d, "p99": %d, "max": %d, "mean": %f, ' ..
+    '"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency.max, latency.mean, e.connect, e.read, e.write, e.status, e.timeout))
+end
+""".replace("SITE_KEY", SITE_KEY).replace("ORIGIN", ORIGIN)
+
+
+def prepare_database() -> None:
+    """Migrate, and give the bench site one active connection mapping `purchase` (one push per hit)."""
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    from adsync.models import Connection, Conversion, GoalMapping, Site
+
+    call_command("migrate", verbosity=0)
+    site, _ = Site.objects.update_or_create(key=SITE_KEY, defaults={"name": "Ingest bench", "allowed_origins": ORIGIN})
+    Conversion.objects.filter(site=site).delete()
+    Connection.objects.filter(site=site).delete()
+    connection = Connection.objects.create(
+        site=site, status=Connection.ACTIVE, customer_id="1", account_id="2",
+        token_expires_at=timezone.now() + timezone.timedelta(days=1))
+    GoalMapping.objects.create(connection=connection, event_name="purchase", goal_name="Purchase")
+
+
+def stored_counts() -> tuple[int, int]:
+    from adsync.models import Conversion, Push
+
+    return (Conversion.objects.filter(site__key=SITE_KEY).count(),
+            Push.objects.filter(conversion__site__key=SITE_KEY).count())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_gunicorn(port: int, args) -> subprocess.Popen:
+    command = [str(ROOT / ".venv" / "bin" / "gunicorn"), "config.wsgi:application", "--chdir", str(ROOT),
+               "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers), "--worker-class", args.worker_class,
+               "--threads", str(args.threads), "--backlog", "2048", "--log-level", "warning"]
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.ingest_settings"}
+    process = subprocess.Popen(command, env=env, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/bench/bare", data=b"{}", method="POST")
+            with urllib.request.urlopen(request, timeout=2) as answer:
+                if answer.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.2)
+    stop(process)
+    raise SystemExit("gunicorn did not answer within 30 s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM the gunicorn master we started (its own process group), then wait for it."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def run_wrk(port: int, script: Path, mode: str, run_id: str, args, duration: float) -> dict:
+    command = ["wrk", "-t", str(args.wrk_threads), "-c", str(args.connections), "-d", f"{duration:g}s",
+               "--timeout", "10s", "-s", str(script), f"http://127.0.0.1:{port}", "--", run_id, mode]
+    output = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60, check=True).stdout
+    line = next(line for line in output.splitlines() if line.startswith("RESULT "))
+    result = json.loads(line.removeprefix("RESULT "))
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    result["errors"] = sum(result[k] for k in ("connect", "read", "write", "status", "timeout"))
+    return result
+
+
+def print_row(label: str, r: dict) -> None:
+    print(f"{label:<10} {r['requests']:>8} {r['rps']:>9.0f} {r['p50'] / 1000:>8.1f} {r['p90'] / 1000:>8.1f} "
+          f"{r['p99'] / 1000:>8.1f} {r['max'] / 1000:>8.1f} {r['errors']:>7}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connections", type=int, default=64, help="concurrent clients (wrk -c), default 64")
+    parser.add_argument("--duration", type=float, default=15, help="seconds per measured run, default 15")
+    parser.add_argument("--rounds", type=int, default=2, help="bare/collect pairs, alternated; default 2")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers, default 4")
+    parser.add_argument("--worker-class", default="sync", help="gunicorn worker class, default sync")
+    parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker (gthread), default 1")
+    parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads, default 2")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
+
+    os.environ.setdefault("DATABASE_URL", DEFAULT_DB)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.ingest_settings"
+    ensure_database(os.environ["DATABASE_URL"])
+    prepare_database()
+    from django.conf import settings
+    from django.db import connections
+
+    connections.close_all()  # the bench process holds no connection while gunicorn runs
+
+    port = free_port()
+    server = start_gunicorn(port, args)
+    run_id = f"{int(time.time()) % 0xFFFFFF:06x}"
+    results: dict[str, list[dict]] = {"bare": [], "collect": []}
+    warm: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "ingest.lua"
+        script.write_text(LUA)
+        try:
+            for mode in ("bare", "collect"):  # warm-up: imports, connections, caches
+                warm[mode] = run_wrk(port, script, mode, run_id + "w", args, 3)
+            for round_ in range(args.rounds):
+                for mode in ("bare", "collect"):
+                    results[mode].append(run_wrk(port, script, mode, f"{run_id}{round_:x}", args, args.duration))
+        finally:
+            stop(server)
+
+    engine = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+    print(f"database: {engine}  cores: {os.cpu_count()}  gunicorn: {args.workers} x {args.worker_class}"
+          f"{f' ({args.threads} threads)' if args.threads > 1 else ''}  wrk: {args.wrk_threads} threads, "
+          f"{args.connections} connections, {args.duration:g} s x {args.rounds} rounds")
+    print(f"{'endpoint':<10} {'requests':>8} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+          f"{'non-2xx':>7}")
+    for mode in ("bare", "collect"):
+        for r in results[mode]:
+            print_row(mode, r)
+    bare = sum(r["rps"] for r in results["bare"]) / args.rounds
+    collect = sum(r["rps"] for r in results["collect"]) / args.rounds
+    worst_p99 = max(r["p99"] for r in results["collect"]) / 1000
+    print(f"ratio collect/bare: {collect / bare:.0%} (target >= 70%)   collect p99 (worst round): "
+          f"{worst_p99:.1f} ms (target < 50 ms)")
+    # wrk stops counting at the deadline: up to one in-flight request per connection per run is
+    # stored without being counted, so stored - answered lies in [0, connections x runs].
+    conversions, pushes = stored_counts()
+    runs = [warm["collect"], *results["collect"]]
+    answered = sum(r["requests"] - r["errors"] for r in runs)
+    in_flight = conversions - answered
+    verdict = "ok" if conversions == pushes and 0 <= in_flight <= args.connections * len(runs) else "MISMATCH"
+    print(f"stored: {conversions} conversions, {pushes} pushes for {answered} 2xx collect answers "
+          f"(+{in_flight} in flight at run ends): {verdict}")
+
+
+def ensure_database(url: str) -> None:
+    """CREATE DATABASE if the PostgreSQL database in `url` does not exist yet."""
+    if not url.startswith("postgres"):
+        return
+    import psycopg
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin_url = parts._replace(path="/postgres").geturl()
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+if __name__ == "__main__":
+    main()
