@@ -161,8 +161,9 @@ class ConnectionAdmin(ConnectionCardMixin, OperatorActionsMixin, admin.ModelAdmi
     def refresh_goal_list(self, request, queryset):
         from django_q.tasks import async_task
 
-        for conn in queryset:
-            async_task("adsync.goals.refresh_goals", conn, group="adsync:goals-now")
+        for pk in queryset.values_list("pk", flat=True):
+            # Only the id crosses the queue: a pickled Connection would carry decrypted tokens.
+            async_task("adsync.goals.refresh_goals_for", pk, group="adsync:goals-now")
         self.message_user(request, f"Goal list refresh queued for {queryset.count()} connection(s).")
 
     @admin.action(description="Send test conversion (msclkid test_msclkid_123)", permissions=["operate"])

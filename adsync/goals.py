@@ -54,6 +54,16 @@ def refresh_goals(connection: Connection) -> list[AccountGoal]:
     return list(connection.account_goals.all())
 
 
+def refresh_goals_for(connection_id: int) -> str:
+    """Task entry point (admin action): takes an id so no secret is pickled into the queue."""
+    connection = Connection.objects.get(pk=connection_id)
+    try:
+        return f"{len(refresh_goals(connection))} goal(s)"
+    except MicrosoftAdsError as err:
+        connection.record_error(f"Goal refresh failed: {err.describe()}")
+        return f"failed: {err.describe()}"
+
+
 def refresh_all_goals() -> str:
     """Daily schedule: refresh every active connection's goals; one failure does not stop the rest."""
     lines = []

@@ -38,6 +38,22 @@ def attach_click(site: Site, msclkid: str, click_time: datetime, *, visitor_id: 
         push.msclkid, push.click_time, push.status = msclkid, click_time, Push.QUEUED
         push.next_attempt_at = push.updated_at = now
         push.dedupe_key = push.compute_dedupe_key()
+    pushes = _without_duplicates(pushes)
     Push.objects.bulk_update(pushes, ["msclkid", "click_time", "status", "next_attempt_at", "updated_at", "dedupe_key"],
                              batch_size=500)
     return len(pushes)
+
+
+def _without_duplicates(pushes: list[Push]) -> list[Push]:
+    """Drop pushes whose (connection, goal, click, second) is already taken, by a stored push or an earlier one here.
+
+    Microsoft would ignore such a push as a duplicate, and saving it would break the unique
+    dedupe key (a 500 for the request that taught us the click): it stays pending_identity.
+    """
+    taken = set(Push.objects.filter(dedupe_key__in=[p.dedupe_key for p in pushes]).values_list("dedupe_key", flat=True))
+    kept = []
+    for push in pushes:
+        if push.dedupe_key not in taken:
+            taken.add(push.dedupe_key)
+            kept.append(push)
+    return kept

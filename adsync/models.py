@@ -397,6 +397,8 @@ class Push(models.Model):
             models.Index(fields=["connection", "status", "-created_at"], name="push_log_filter"),
             models.Index(fields=["-created_at", "-id"], name="push_log_recent"),
             models.Index(fields=["msclkid"], name="push_msclkid"),
+            # The sync log's status filter, newest first (the admin orders by -id; docs/performance.md).
+            models.Index(fields=["status", "-id"], name="push_log_status"),
         ]
 
     def __str__(self) -> str:

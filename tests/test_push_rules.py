@@ -374,3 +374,22 @@ def test_a_lead_with_a_click_id_queues_the_same_persons_earlier_ingested_sale(cl
 
     push = Push.objects.get(conversion__order_id="S-1")
     assert (push.status, push.msclkid) == (Push.QUEUED, "a1" * 16)
+
+
+def test_refresh_goal_list_action_queues_only_the_connection_id(admin_client, connection):
+    """The queued task must not pickle the Connection (it would carry decrypted tokens)."""
+    from django_q.models import OrmQ
+
+    response = admin_client.post("/admin/adsync/connection/", {
+        "action": "refresh_goal_list", "_selected_action": [connection.pk]}, follow=True)
+
+    assert response.status_code == 200
+    queued = [q.task for q in OrmQ.objects.all()]
+    assert queued and all(t["func"] == "adsync.goals.refresh_goals_for" and t["args"] == (connection.pk,)
+                          for t in queued)
+    assert not any("access-1" in repr(t) or "refresh-1" in repr(t) for t in queued)
+
+
+def test_refresh_goals_task_fetches_and_caches(mocked, connection):
+    mocked.post(GOALS_URL, json=GOALS)
+    assert goals.refresh_goals_for(connection.pk) == "3 goal(s)"
