@@ -23,6 +23,7 @@ from adsync.support import support_box
 admin.site.site_header = "adsync"
 admin.site.site_title = "adsync"
 admin.site.index_title = "Microsoft Ads offline conversions"
+admin.site.enable_nav_sidebar = False  # the sync log needs the width
 
 
 def sync_log_url(**filters) -> str:

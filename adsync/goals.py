@@ -30,24 +30,26 @@ def refresh_goals(connection: Connection) -> list[AccountGoal]:
                             customer_id=connection.customer_id, account_id=connection.account_id)
     fetched = client.get_offline_conversion_goals()
     now = timezone.now()
+    # Microsoft returns no creation time. Goals already there on adsync's first look at the
+    # account are taken as established; only goals that appear later wait the 2 hours (5615).
+    first_seen = now - GOAL_SETTLING_TIME if connection.goals_refreshed_at is None else now
     seen_ids = []
     for raw in fetched:
         goal_id = str(raw.get("Id") or "")
         if not goal_id:
             continue
         seen_ids.append(goal_id)
-        AccountGoal.objects.update_or_create(
-            connection=connection, goal_id=goal_id,
-            defaults={
-                "name": raw.get("Name") or "",
-                "goal_type": raw.get("Type") or "OfflineConversion",
-                "status": raw.get("Status") or "Active",
-                "conversion_window_minutes": raw.get("ConversionWindowInMinutes"),
-                "enhanced_conversions": bool(raw.get("IsEnhancedConversionsEnabled")),
-                "last_seen_at": now,
-                "missing_since": None,
-            },
-        )
+        values = {
+            "name": raw.get("Name") or "",
+            "goal_type": raw.get("Type") or "OfflineConversion",
+            "status": raw.get("Status") or "Active",
+            "conversion_window_minutes": raw.get("ConversionWindowInMinutes"),
+            "enhanced_conversions": bool(raw.get("IsEnhancedConversionsEnabled")),
+            "last_seen_at": now,
+            "missing_since": None,
+        }
+        AccountGoal.objects.update_or_create(connection=connection, goal_id=goal_id, defaults=values,
+                                             create_defaults={**values, "first_seen_at": first_seen})
     connection.account_goals.exclude(goal_id__in=seen_ids).filter(missing_since__isnull=True).update(missing_since=now)
     Connection.objects.filter(pk=connection.pk).update(goals_refreshed_at=now)
     connection.goals_refreshed_at = now

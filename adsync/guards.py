@@ -77,7 +77,9 @@ def _time_verdict(push: Push, goal, now: datetime) -> Verdict | None:
     click = push.click_time
     if click is None:
         return None
-    if moment < click:
+    # Whole seconds, as Microsoft compares: the conversion time is stored truncated, the click time is not,
+    # so a conversion in the same second as its click must not look earlier than it.
+    if moment < click.replace(microsecond=0):
         return Verdict.fail("before_click", "The conversion time is earlier than the click time (check time zones).")
     if moment > click + MICROSOFT_WINDOW:
         return Verdict.fail("after_click_window", "The conversion is more than 90 days after the click.")

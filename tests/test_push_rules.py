@@ -108,6 +108,23 @@ def test_a_goal_first_seen_under_two_hours_ago_holds_rows_instead_of_failing(moc
     assert apply_calls(mocked) == []
 
 
+def test_goals_present_at_the_first_fetch_are_usable_at_once_but_new_ones_wait(mocked, connection, site,
+                                                                              make_conversion):
+    mocked.post(GOALS_URL, json=GOALS)
+    goals.refresh_goals(connection)  # first look: "Purchase" already existed in the account
+    make_conversion(site)
+    mocked.post(APPLY_URL, **ok())
+    flush_connection(connection)
+    assert Push.objects.get().status == Push.SENT
+
+    newer = {**GOALS, "ConversionGoals": GOALS["ConversionGoals"] + [
+        {"Id": "9", "Name": "Renewal", "Status": "Active", "Type": "OfflineConversion"}]}
+    mocked.replace("POST", GOALS_URL, json=newer)
+    goals.refresh_goals(connection)
+    assert goals.GoalBook(connection).settles_at(AccountGoal.objects.get(name="Renewal")) is not None
+    assert goals.GoalBook(connection).settles_at(AccountGoal.objects.get(name="Purchase")) is None
+
+
 # --- Time guards ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("conversion_after_click, symbol", [
@@ -124,6 +141,17 @@ def test_times_that_microsoft_would_refuse_are_caught_before_sending(mocked, goa
     push = Push.objects.get()
     assert (push.status, push.error_symbol, push.error_code) == (Push.ERROR, symbol, None)
     assert apply_calls(mocked) == []
+
+
+def test_a_conversion_in_the_same_second_as_its_click_is_sent(mocked, connection, site, make_conversion):
+    """Found by the real-browser test: a conversion reported in the landing's second was failed as before_click."""
+    clicked = timezone.now().replace(microsecond=650000) - timedelta(hours=2)
+    make_conversion(site, occurred_at=clicked.replace(microsecond=0), click_time=clicked)
+    mocked.post(APPLY_URL, **ok())
+
+    flush_connection(connection)
+
+    assert Push.objects.get().status == Push.SENT
 
 
 @pytest.mark.parametrize("age, symbol", [(timedelta(days=-1), "adsync:future_time"),

@@ -5,7 +5,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from adsync.demo import ensure_demo_site, ensure_demo_staff
-from adsync.models import StaffNotificationPreference
+from adsync.insights import enqueue_syncs
+from adsync.models import Connection, StaffNotificationPreference
 from adsync.roles import ensure_roles
 
 
@@ -19,6 +20,8 @@ class Command(BaseCommand):
         login = ensure_demo_staff()
         ensure_roles()  # the operators / viewers groups (docs/notifications.md)
         StaffNotificationPreference.objects.get_or_create(user=get_user_model().objects.get(username=login.username))
+        # The worker fetches the emulator's campaign numbers at start, so the card is not stale.
+        enqueue_syncs(list(site.connections.filter(status=Connection.ACTIVE).values_list("pk", flat=True)))
         base = settings.ADSYNC_PUBLIC_URL
         self.stdout.write(self.style.SUCCESS("adsync demo is ready:"))
         self.stdout.write(f"  Admin:        {base}/admin/   user: {login.username}   password: {login.password}")
@@ -26,4 +29,4 @@ class Command(BaseCommand):
         self.stdout.write(f"  Ad click:     {base}/emulator/click/?next=/demo/   (a real-looking msclkid)")
         self.stdout.write(f"  Test click:   {base}/demo/?msclkid=test_msclkid_123   (Microsoft rejects it)")
         self.stdout.write(f"  Sync log:     {base}/admin/adsync/push/")
-        self.stdout.write(f"  Emulator:     {base}/emulator/")
+        self.stdout.write(f"  Emulator:     {base}/emulator/   (staff login above; edit goals and clicks there)")
