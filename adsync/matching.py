@@ -27,8 +27,10 @@ def attach_click(site: Site, msclkid: str, click_time: datetime, *, visitor_id: 
             person |= Q(**{field: value})
     if not msclkid or not person:
         return 0
-    ids = list(Conversion.objects.filter(person, site=site, msclkid="", occurred_at__gte=click_time,
-                                         occurred_at__lte=click_time + WINDOW).values_list("id", flat=True))
+    # Conversion times are whole seconds (as Microsoft compares them): a conversion in the
+    # same second as the click counts as after it.
+    after_click = Q(occurred_at__gte=click_time.replace(microsecond=0), occurred_at__lte=click_time + WINDOW)
+    ids = list(Conversion.objects.filter(person, after_click, site=site, msclkid="").values_list("id", flat=True))
     if not ids:
         return 0
     Conversion.objects.filter(pk__in=ids, msclkid="").update(msclkid=msclkid, click_time=click_time)

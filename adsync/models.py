@@ -431,9 +431,11 @@ class Push(models.Model):
         Connections that are not active still get queued rows: they wait, and go out on the
         first flush after Reconnect.
         """
+        # Only what a push needs: this runs on every ingest hit, and loading the whole connection
+        # would decrypt its OAuth tokens in the public endpoint for nothing.
         mappings = GoalMapping.objects.filter(
             connection__site_id=conversion.site_id, event_name=conversion.event_name
-        ).select_related("connection")
+        ).select_related("connection").only("goal_name", "connection", "connection__enhanced_conversions")
         pushes = [
             cls(
                 conversion=conversion,

@@ -41,12 +41,20 @@ def queued_left() -> int:
     return Push.objects.filter(status=Push.QUEUED).count()
 
 
-def kill_phase(kills: int, max_delay: float, log: Path) -> int:
-    """Start a worker, SIGKILL it after a random delay, repeat; returns how many were killed."""
-    done = 0
+def kill_phase(kills: int, max_delay: float, log: Path) -> tuple[int, int]:
+    """Start a worker, SIGKILL it after a random delay, repeat.
+
+    Returns (workers killed, kills that left a claimed batch behind, i.e. landed between the
+    claim and the recorded outcome)."""
+    from django.utils import timezone
+
+    from adsync.models import Push
+
+    done = holding = 0
     for _ in range(kills):
         if not queued_left():
             break
+        held_before = set(Push.objects.filter(claimed_until__gt=timezone.now()).values_list("claim_token", flat=True))
         worker = faultkit.spawn_worker("loop", log)
         faultkit.wait_ready(worker)
         faultkit.go(worker)
@@ -54,7 +62,9 @@ def kill_phase(kills: int, max_delay: float, log: Path) -> int:
         worker.send_signal(signal.SIGKILL)
         worker.wait()
         done += 1
-    return done
+        held_after = Push.objects.filter(claimed_until__gt=timezone.now()).exclude(claim_token__in=held_before)
+        holding += held_after.exists()
+    return done, holding
 
 
 def drain(log: Path, timeout: float) -> None:
@@ -90,10 +100,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "workers.log"
         started = time.monotonic()
-        kills = kill_phase(args.kills, args.max_delay, log)
+        kills, holding = kill_phase(args.kills, args.max_delay, log)
         print("after the kills (rows held by a killed worker wait for their lease):")
         mid = faultkit.check(args.rows, recorder, allow_duplicates=True)
-        faultkit.print_verdict(mid, kills=kills)
+        faultkit.print_verdict(mid, kills=kills, **{"kills holding a batch": holding})
         drain(log, timeout=args.lease * 4 + 120)
         elapsed = time.monotonic() - started
         errors = log.read_text(errors="replace").strip()

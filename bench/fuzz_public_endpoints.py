@@ -29,7 +29,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 
 class Tally:
-    """What the run saw: statuses, and failures by kind with a few examples to print."""
+    """What the run saw: statuses, failing requests by kind of failure, and a few examples to print."""
 
     def __init__(self) -> None:
         self.sent = 0
@@ -44,16 +44,15 @@ class Tally:
         if not outcome.problems:
             return
         self.failed += 1
-        for problem in outcome.problems:
-            self.kinds[kind_of(problem)] += 1
+        self.kinds.update({kind_of(problem) for problem in outcome.problems})  # requests, not problems
         if len(self.examples) < show:
             self.examples.append(f"{request.describe()}\n    -> {outcome.problems}")
 
     def line(self, seconds: float) -> str:
         statuses = ", ".join(f"{status}: {n}" for status, n in sorted(self.statuses.items()))
         return (f"fuzz: {self.sent} requests in {seconds:.1f} s; statuses {{{statuses}}}; "
-                f"5xx {self.kinds['5xx']}; rows stored from invalid input {self.kinds['invalid rows']}; "
-                f"SQL parameters PostgreSQL refuses {self.kinds['postgres']}; failing requests {self.failed}")
+                f"5xx {self.kinds['5xx']}; storing invalid rows {self.kinds['invalid rows']}; "
+                f"with SQL parameters PostgreSQL refuses {self.kinds['postgres']}; failing requests {self.failed}")
 
 
 def kind_of(problem: str) -> str:
@@ -62,6 +61,13 @@ def kind_of(problem: str) -> str:
     if problem.startswith("SQL parameter"):
         return "postgres"
     return "invalid rows"
+
+
+def stored_rows() -> str:
+    from adsync.models import Click, Conversion, Push
+
+    counts = {"clicks": Click, "conversions": Conversion, "pushes": Push}
+    return ", ".join(f"{model.objects.count()} {name}" for name, model in counts.items())
 
 
 def setup_django() -> None:
@@ -115,6 +121,7 @@ def main() -> int:
         fuzz(endpoint, per_endpoint, seed, tally, args.show)
         print(f"  {endpoint}: {tally.sent - before} requests", flush=True)
     print(tally.line(time.perf_counter() - started) + f"; seed {seed}")
+    print(f"rows stored from valid input: {stored_rows()}")
     for example in tally.examples:
         print(example)
     return 1 if tally.failed or tally.sent < args.requests else 0

@@ -73,8 +73,9 @@ end
 """.replace("SITE_KEY", SITE_KEY).replace("ORIGIN", ORIGIN)
 
 
-def prepare_database() -> None:
-    """Migrate, and give the bench site one active connection mapping `purchase` (one push per hit)."""
+def prepare_database(history: int) -> None:
+    """Migrate; give the bench site one active connection mapping `purchase` (one push per hit) and
+    `history` earlier conversions over the last 30 days, so lookups run against a table of a busy site."""
     import django
 
     django.setup()
@@ -85,19 +86,41 @@ def prepare_database() -> None:
 
     call_command("migrate", verbosity=0)
     site, _ = Site.objects.update_or_create(key=SITE_KEY, defaults={"name": "Ingest bench", "allowed_origins": ORIGIN})
-    Conversion.objects.filter(site=site).delete()
     Connection.objects.filter(site=site).delete()
+    Conversion.objects.filter(site=site).exclude(order_id__startswith="hist-").delete()
+    if Conversion.objects.filter(site=site).count() != history:
+        Conversion.objects.filter(site=site).delete()
+        fill_history(site, history)
     connection = Connection.objects.create(
         site=site, status=Connection.ACTIVE, customer_id="1", account_id="2",
         token_expires_at=timezone.now() + timezone.timedelta(days=1))
     GoalMapping.objects.create(connection=connection, event_name="purchase", goal_name="Purchase")
 
 
+def fill_history(site, rows: int) -> None:
+    """`rows` conversions spread over 30 days, one in 20 still waiting for a click (no msclkid)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO adsync_conversion (site_id, event_name, order_id, value, currency, occurred_at, visitor_id,"
+            " msclkid, hashed_email, hashed_phone, source, created_at)"
+            " SELECT %s, 'purchase', 'hist-' || g, 10, 'USD', now() - make_interval(secs => g * 2592000.0 / %s),"
+            " md5('v' || g), CASE WHEN g %% 20 = 0 THEN '' ELSE md5('c' || g) END, '', '', 'browser', now()"
+            " FROM generate_series(1, %s) g", [site.pk, max(rows, 1), rows])
+        cursor.execute("ANALYZE adsync_conversion")
+
+
 def stored_counts() -> tuple[int, int]:
     from adsync.models import Conversion, Push
 
-    return (Conversion.objects.filter(site__key=SITE_KEY).count(),
+    return (Conversion.objects.filter(site__key=SITE_KEY).exclude(order_id__startswith="hist-").count(),
             Push.objects.filter(conversion__site__key=SITE_KEY).count())
+
+
+def settle(seconds: float = 3.0) -> None:
+    """Let the previous run's queued requests drain, so they do not land in the next run's figures."""
+    time.sleep(seconds)
 
 
 def free_port() -> int:
@@ -135,6 +158,7 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def run_wrk(port: int, script: Path, mode: str, run_id: str, args, duration: float) -> dict:
+    settle()
     command = ["wrk", "-t", str(args.wrk_threads), "-c", str(args.connections), "-d", f"{duration:g}s",
                "--timeout", "10s", "-s", str(script), f"http://127.0.0.1:{port}", "--", run_id, mode]
     output = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60, check=True).stdout
@@ -145,8 +169,53 @@ def run_wrk(port: int, script: Path, mode: str, run_id: str, args, duration: flo
     return result
 
 
+def open_loop(port: int, mode: str, run_id: str, rate: float, clients: int, duration: float) -> dict:
+    """`clients` threads share a fixed schedule of `rate` requests/second (request i is due at
+    i / rate). Latency counts from the due time, so a server that falls behind is charged for
+    the queueing it causes (no coordinated omission), unlike a closed loop."""
+    import http.client
+    import threading
+
+    settle()
+    total = int(rate * duration)
+    latencies: list[float] = []
+    failures = [0]
+    lock = threading.Lock()
+    start = time.perf_counter() + 0.5
+    path = "/bench/bare" if mode == "bare" else "/t/v1/collect"
+
+    def client(k: int) -> None:
+        for i in range(k, total, clients):
+            due = start + i / rate
+            time.sleep(max(0.0, due - time.perf_counter()))
+            body = json.dumps({"site": SITE_KEY, "type": "conversion", "event": "purchase",
+                               "orderId": f"{run_id}-open-{i}", "msclkid": f"{run_id}{i:026x}",
+                               "visitorId": f"v{run_id}{i}", "value": 49.9, "currency": "USD"})
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                conn.request("POST", path, body, {"Content-Type": "text/plain;charset=UTF-8", "Origin": ORIGIN})
+                ok = conn.getresponse().status == 200
+            except OSError:
+                ok = False
+            finally:
+                conn.close()
+            with lock:
+                latencies.append(time.perf_counter() - due)
+                failures[0] += not ok
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ordered = sorted(latencies)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e6  # noqa: E731  (µs, like wrk)
+    return {"requests": total, "rps": total / duration, "p50": pick(0.50), "p90": pick(0.90), "p99": pick(0.99),
+            "max": ordered[-1] * 1e6, "errors": failures[0]}
+
+
 def print_row(label: str, r: dict) -> None:
-    print(f"{label:<10} {r['requests']:>8} {r['rps']:>9.0f} {r['p50'] / 1000:>8.1f} {r['p90'] / 1000:>8.1f} "
+    print(f"{label:<14} {r['requests']:>8} {r['rps']:>9.0f} {r['p50'] / 1000:>8.1f} {r['p90'] / 1000:>8.1f} "
           f"{r['p99'] / 1000:>8.1f} {r['max'] / 1000:>8.1f} {r['errors']:>7}")
 
 
@@ -159,6 +228,11 @@ def main() -> None:
     parser.add_argument("--worker-class", default="sync", help="gunicorn worker class, default sync")
     parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker (gthread), default 1")
     parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads, default 2")
+    parser.add_argument("--rate", type=float, action="append",
+                        help="also run open-loop at this many requests/second from --connections clients "
+                             "(repeatable); default 40 and 60")
+    parser.add_argument("--history", type=int, default=1_000_000,
+                        help="earlier conversions of the bench site (last 30 days), default 1,000,000")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
@@ -166,17 +240,19 @@ def main() -> None:
     os.environ.setdefault("DATABASE_URL", DEFAULT_DB)
     os.environ["DJANGO_SETTINGS_MODULE"] = "bench.ingest_settings"
     ensure_database(os.environ["DATABASE_URL"])
-    prepare_database()
+    prepare_database(args.history)
     from django.conf import settings
     from django.db import connections
 
     connections.close_all()  # the bench process holds no connection while gunicorn runs
 
+    load_before = os.getloadavg()[0]  # other work on the machine skews the figures: say how much
     port = free_port()
     server = start_gunicorn(port, args)
     run_id = f"{int(time.time()) % 0xFFFFFF:06x}"
     results: dict[str, list[dict]] = {"bare": [], "collect": []}
     warm: dict[str, dict] = {}
+    opened: list[tuple[str, float, dict]] = []
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "ingest.lua"
         script.write_text(LUA)
@@ -186,14 +262,19 @@ def main() -> None:
             for round_ in range(args.rounds):
                 for mode in ("bare", "collect"):
                     results[mode].append(run_wrk(port, script, mode, f"{run_id}{round_:x}", args, args.duration))
+            for rate in args.rate or [40.0, 60.0]:
+                for mode in ("bare", "collect"):
+                    opened.append((mode, rate, open_loop(port, mode, f"{run_id}o{int(rate)}", rate,
+                                                         args.connections, args.duration)))
         finally:
             stop(server)
 
     engine = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
     print(f"database: {engine}  cores: {os.cpu_count()}  gunicorn: {args.workers} x {args.worker_class}"
           f"{f' ({args.threads} threads)' if args.threads > 1 else ''}  wrk: {args.wrk_threads} threads, "
-          f"{args.connections} connections, {args.duration:g} s x {args.rounds} rounds")
-    print(f"{'endpoint':<10} {'requests':>8} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+          f"{args.connections} connections, {args.duration:g} s x {args.rounds} rounds  "
+          f"history: {args.history} conversions  load average before: {load_before:.1f}")
+    print(f"{'endpoint':<14} {'requests':>8} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} "
           f"{'non-2xx':>7}")
     for mode in ("bare", "collect"):
         for r in results[mode]:
@@ -201,13 +282,17 @@ def main() -> None:
     bare = sum(r["rps"] for r in results["bare"]) / args.rounds
     collect = sum(r["rps"] for r in results["collect"]) / args.rounds
     worst_p99 = max(r["p99"] for r in results["collect"]) / 1000
-    print(f"ratio collect/bare: {collect / bare:.0%} (target >= 70%)   collect p99 (worst round): "
+    print(f"closed loop: ratio collect/bare {collect / bare:.0%} (target >= 70%), collect p99 (worst round) "
           f"{worst_p99:.1f} ms (target < 50 ms)")
+    print(f"open loop, {args.connections} clients at a fixed total rate (latency from each request's due time):")
+    for mode, rate, r in opened:
+        print_row(f"{mode}@{rate:g}/s", r)
     # wrk stops counting at the deadline: up to one in-flight request per connection per run is
     # stored without being counted, so stored - answered lies in [0, connections x runs].
     conversions, pushes = stored_counts()
     runs = [warm["collect"], *results["collect"]]
     answered = sum(r["requests"] - r["errors"] for r in runs)
+    answered += sum(r["requests"] - r["errors"] for mode, _, r in opened if mode == "collect")
     in_flight = conversions - answered
     verdict = "ok" if conversions == pushes and 0 <= in_flight <= args.connections * len(runs) else "MISMATCH"
     print(f"stored: {conversions} conversions, {pushes} pushes for {answered} 2xx collect answers "

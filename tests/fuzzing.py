@@ -122,7 +122,8 @@ VALID = {
     "msclkid": st.one_of(st.sampled_from(["test_msclkid_123", "f894f652ea334e739002f7167ab8f8e3", "k" * 100]),
                          st.from_regex(r"[A-Za-z0-9_\-]{1,100}", fullmatch=True), st.uuids().map(str)),
     "visitorId": st.one_of(st.just("v" * 64), st.from_regex(r"[A-Za-z0-9_\-]{1,64}", fullmatch=True)),
-    "email": st.one_of(st.sampled_from(["customer@example.com", "A.B+x@Example.COM", " x@y.co ", "e" * 64]), st.emails()),
+    "email": st.one_of(st.sampled_from(["customer@example.com", "A.B+x@Example.COM", " x@y.co ", "e" * 64]),
+                       st.emails()),
     "phone": st.sampled_from(["+14255551234", "(425) 555-1234", "+44 20 7946 0958", "f" * 64]),
     "url": st.one_of(st.just(ORIGIN + "/?msclkid=x"), st.text(max_size=100).filter(lambda t: "\x00" not in t),
                      st.just("y" * 2000)),
@@ -148,7 +149,7 @@ def mutated(draw, required: tuple[str, ...], optional: tuple[str, ...], fixed: d
     for key in optional:
         if draw(st.booleans()):
             body[key] = draw(VALID[key])
-    for _ in range(draw(st.integers(0, 2))):
+    for _ in range(draw(st.sampled_from([0, 0, 1, 1, 2]))):
         key = draw(st.sampled_from(sorted(required + optional + tuple(fixed or ()))))
         if draw(st.integers(0, 3)) == 3:
             body.pop(key, None)
@@ -188,7 +189,7 @@ def bodies(shapes: st.SearchStrategy) -> st.SearchStrategy[bytes]:
     """Well-formed JSON of the given shapes, random JSON, random bytes, broken text, oversized bodies."""
     as_json = shapes.map(lambda v: encode(v).encode())
     return st.one_of(
-        as_json, as_json, as_json, as_json, as_json, as_json,
+        as_json, as_json, as_json, as_json, as_json, as_json, as_json, as_json,
         ANY_JSON.map(lambda v: encode(v).encode()),
         st.binary(max_size=300),
         st.text(max_size=100).map(lambda t: t.encode("utf-8")),
@@ -210,7 +211,8 @@ OTHER_HEADERS = st.dictionaries(
 GOOD_AUTH = st.just(f"Bearer {SECRET}")
 ANY_AUTH = st.one_of(st.none(), HEADER_VALUES)  # None: no header
 BAD_AUTH = st.one_of(HEADER_VALUES, st.just("Bearer"), st.just("Bearer "), st.just("Basic dXNlcjpwYXNz"),
-                     st.just(f"Bearer {SECRET}x"), st.just(f"bearer  {SECRET[:-1]}"), HEADER_VALUES.map("Bearer ".__add__))
+                     st.just(f"Bearer {SECRET}x"), st.just(f"bearer  {SECRET[:-1]}"),
+                     HEADER_VALUES.map("Bearer ".__add__))
 
 
 def headers(auth: st.SearchStrategy) -> st.SearchStrategy[dict]:
@@ -254,7 +256,8 @@ def _api(auth: st.SearchStrategy) -> st.SearchStrategy[FuzzRequest]:
     return st.one_of(post, post, post, detail)
 
 
-QUERIES = st.one_of(st.just(""), TEXTS.map(lambda t: "?" + quoted(t)), st.binary(max_size=20).map(lambda b: "?" + quote(b)))
+QUERIES = st.one_of(st.just(""), TEXTS.map(lambda t: "?" + quoted(t)),
+                    st.binary(max_size=20).map(lambda b: "?" + quote(b)))
 REQUESTS = {
     "collect": st.builds(
         FuzzRequest, method=st.sampled_from(["POST"] * 6 + ["GET", "PUT", "DELETE", "PATCH", "HEAD"]),

@@ -270,6 +270,10 @@ def test_the_tag_loads_asynchronously_and_never_holds_up_the_page(tab, shop_serv
 
     tab.page.goto(shop_server.url(SHOP_KEY, "/"), wait_until="domcontentloaded")
     while_held = tab.page.evaluate("() => [document.readyState, typeof window.adsync, window.marks]")
+    for _ in range(100):  # the route event may reach Python just after the evaluate's answer
+        if held:
+            break
+        tab.page.wait_for_timeout(20)
     held[0].continue_()
     tab.page.wait_for_function("() => window.adsync && window.adsync.loaded")
 

@@ -801,14 +801,9 @@ def test_reading_back_is_404_for_unknown_or_other_sites_orders(client, shop, sec
 def test_a_race_on_the_same_order_returns_the_winners_conversion(shop, goal):
     payload = ConversionPayload(event="purchase", order_id="A-1", msclkid=MSCLKID)
     winner = ingest.record_conversion(shop, payload, source=Conversion.SOURCE_SERVER)
-    real_find = ingest._find_existing
-    misses = [None]  # the loser's first look finds nothing: the winner had not committed yet
 
-    def find(site, p):
-        return misses.pop() if misses else real_find(site, p)
-
-    with mock.patch.object(ingest, "_find_existing", side_effect=find):
-        loser = ingest.record_conversion(shop, payload, source=Conversion.SOURCE_SERVER)
+    # The loser does not look before inserting (ingest inserts first): the unique constraint decides.
+    loser = ingest.record_conversion(shop, payload, source=Conversion.SOURCE_SERVER)
 
     assert loser.created is False
     assert loser.conversion.pk == winner.conversion.pk

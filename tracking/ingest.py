@@ -45,11 +45,11 @@ def record_click(site: Site, payload: ClickPayload, now: datetime | None = None)
 def record_conversion(
     site: Site, payload: ConversionPayload, *, source: str, now: datetime | None = None
 ) -> Recorded:
-    """Store one conversion and its pushes, or return the stored one for a repeated order id."""
-    if payload.order_id is not None:
-        existing = _find_existing(site, payload)
-        if existing:
-            return _recorded(existing, created=False)
+    """Store one conversion and its pushes, or return the stored one for a repeated order id.
+
+    Insert first, look up only on a conflict: a new order (the usual case) costs one query less
+    than looking first, and a repeat or a race ends the same way, in the unique constraint.
+    """
     conversion = _build(site, payload, source, now or timezone.now())
     try:
         with transaction.atomic():
@@ -57,7 +57,7 @@ def record_conversion(
             Push.create_for(conversion)
             _explain_earlier_conversions(conversion)
     except IntegrityError:
-        # Another request stored the same order between our lookup and our insert.
+        # The order is already stored, by an earlier call or a concurrent one.
         existing = _find_existing(site, payload) if payload.order_id is not None else None
         if existing is None:
             raise
