@@ -3,6 +3,8 @@
 Network failures become MicrosoftAdsError(kind=TRANSIENT), so callers deal with one error type.
 """
 
+from contextlib import contextmanager
+
 import requests
 from django.conf import settings
 
@@ -19,25 +21,26 @@ def new_session() -> requests.Session:
 
 def post_json(session: requests.Session, url: str, body: dict, headers: dict) -> requests.Response:
     """POST JSON with the configured timeout; transport failures are transient errors."""
-    try:
+    with transport_errors(url):
         return session.post(
             url,
             json=body,
             headers={"Content-Type": "application/json", "Accept": "application/json", **headers},
             timeout=settings.MICROSOFT_ADS_TIMEOUT,
         )
-    except requests.Timeout:
-        raise MicrosoftAdsError(f"Timed out after {settings.MICROSOFT_ADS_TIMEOUT:g}s calling {url}",
-                                kind=Kind.TRANSIENT) from None
-    except requests.RequestException as exc:
-        raise MicrosoftAdsError(f"Network error calling {url}: {exc.__class__.__name__}",
-                                kind=Kind.TRANSIENT) from None
 
 
 def get(session: requests.Session, url: str, headers: dict | None = None) -> requests.Response:
     """GET with the configured timeout (e.g. a report download URL); transport failures are transient."""
-    try:
+    with transport_errors(url):
         return session.get(url, headers=headers or {}, timeout=settings.MICROSOFT_ADS_TIMEOUT)
+
+
+@contextmanager
+def transport_errors(url: str):
+    """Timeouts and connection failures become MicrosoftAdsError(kind=TRANSIENT), URL without its query."""
+    try:
+        yield
     except requests.Timeout:
         raise MicrosoftAdsError(f"Timed out after {settings.MICROSOFT_ADS_TIMEOUT:g}s calling {_no_query(url)}",
                                 kind=Kind.TRANSIENT) from None

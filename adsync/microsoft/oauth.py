@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+from contextlib import contextmanager
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -132,8 +133,7 @@ def exchange_code(client_id: str, client_secret: str, code: str, redirect_uri: s
     `redirect_uri` must be byte-for-byte the one sent to the authorize endpoint (reference §2).
     """
     oauth = _session(client_id, redirect_uri=redirect_uri)
-    _allow_plain_http_for_loopback(settings.MICROSOFT_ADS_OAUTH_TOKEN_URL)
-    try:
+    with _token_endpoint_errors():
         token = oauth.fetch_token(
             settings.MICROSOFT_ADS_OAUTH_TOKEN_URL,
             code=code,
@@ -142,19 +142,13 @@ def exchange_code(client_id: str, client_secret: str, code: str, redirect_uri: s
             code_verifier=code_verifier,
             timeout=settings.MICROSOFT_ADS_TIMEOUT,
         )
-    except OAuth2Error as exc:
-        raise _token_error(exc) from None
-    except requests.RequestException as exc:
-        raise MicrosoftAdsError(f"Network error calling the token endpoint: {exc.__class__.__name__}",
-                                kind=Kind.TRANSIENT) from None
     return TokenSet.from_response(token)
 
 
 def refresh(client_id: str, client_secret: str, refresh_token: str) -> TokenSet:
     """Spend a refresh token for a new access token and a new (rotated) refresh token."""
     oauth = _session(client_id)
-    _allow_plain_http_for_loopback(settings.MICROSOFT_ADS_OAUTH_TOKEN_URL)
-    try:
+    with _token_endpoint_errors():
         token = oauth.refresh_token(
             settings.MICROSOFT_ADS_OAUTH_TOKEN_URL,
             refresh_token=refresh_token,
@@ -163,9 +157,17 @@ def refresh(client_id: str, client_secret: str, refresh_token: str) -> TokenSet:
             include_client_id=True,
             timeout=settings.MICROSOFT_ADS_TIMEOUT,
         )
+    return TokenSet.from_response(token, refresh_token)
+
+
+@contextmanager
+def _token_endpoint_errors():
+    """One translation for every token call: OAuth errors classified, network failures transient."""
+    _allow_plain_http_for_loopback(settings.MICROSOFT_ADS_OAUTH_TOKEN_URL)
+    try:
+        yield
     except OAuth2Error as exc:
         raise _token_error(exc) from None
     except requests.RequestException as exc:
         raise MicrosoftAdsError(f"Network error calling the token endpoint: {exc.__class__.__name__}",
                                 kind=Kind.TRANSIENT) from None
-    return TokenSet.from_response(token, refresh_token)
