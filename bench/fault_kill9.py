@@ -81,9 +81,9 @@ def drain(log: Path, timeout: float) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20_000, help="queued conversions, default 20,000")
-    parser.add_argument("--kills", type=int, default=40, help="workers to kill -9 at most, default 40")
-    parser.add_argument("--max-delay", type=float, default=0.8, help="a worker lives 0..this many seconds, default 0.8")
-    parser.add_argument("--batch-size", type=int, default=250, help="rows per Apply call, default 250")
+    parser.add_argument("--kills", type=int, default=60, help="workers to kill -9 at most, default 60")
+    parser.add_argument("--max-delay", type=float, default=0.5, help="a worker lives 0..this many seconds, default 0.5")
+    parser.add_argument("--batch-size", type=int, default=100, help="rows per Apply call, default 100")
     parser.add_argument("--lease", type=int, default=5, help="ADSYNC_CLAIM_LEASE_SECONDS, default 5")
     parser.add_argument("--seed", type=int, default=None, help="random seed, to replay a run")
     args = parser.parse_args()

@@ -8,7 +8,9 @@ bench-only bare view at /bench/bare), then drives both URLs with wrk in the same
 - collect: POST /t/v1/collect with a valid conversion body (unique orderId and msclkid per
            request, the Origin of an allowed origin), exactly what the snippet sends.
 
-It prints requests/second, p50/p90/p99 latency and non-2xx answers for each, the ratio
+Closed loop (wrk, each client sends again as soon as it is answered), then open loop (64 client
+threads sharing a fixed schedule of N requests/second, latency counted from each request's due
+time). It prints requests/second, p50/p90/p99 latency and non-2xx answers for each, the ratio
 collect/bare, and checks that every 2xx conversion hit stored one conversion and one push.
 Not a test: it measures. Needs `wrk` (Debian: apt-get install wrk).
 
@@ -249,31 +251,39 @@ def main() -> None:
     load_before = os.getloadavg()[0]  # other work on the machine skews the figures: say how much
     port = free_port()
     server = start_gunicorn(port, args)
-    run_id = f"{int(time.time()) % 0xFFFFFF:06x}"
-    results: dict[str, list[dict]] = {"bare": [], "collect": []}
-    warm: dict[str, dict] = {}
-    opened: list[tuple[str, float, dict]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        script = Path(tmp) / "ingest.lua"
-        script.write_text(LUA)
-        try:
-            for mode in ("bare", "collect"):  # warm-up: imports, connections, caches
-                warm[mode] = run_wrk(port, script, mode, run_id + "w", args, 3)
-            for round_ in range(args.rounds):
-                for mode in ("bare", "collect"):
-                    results[mode].append(run_wrk(port, script, mode, f"{run_id}{round_:x}", args, args.duration))
-            for rate in args.rate or [40.0, 60.0]:
-                for mode in ("bare", "collect"):
-                    opened.append((mode, rate, open_loop(port, mode, f"{run_id}o{int(rate)}", rate,
-                                                         args.connections, args.duration)))
-        finally:
-            stop(server)
-
+    try:
+        warm, results, opened = run_all(port, args)
+    finally:
+        stop(server)
     engine = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
     print(f"database: {engine}  cores: {os.cpu_count()}  gunicorn: {args.workers} x {args.worker_class}"
           f"{f' ({args.threads} threads)' if args.threads > 1 else ''}  wrk: {args.wrk_threads} threads, "
           f"{args.connections} connections, {args.duration:g} s x {args.rounds} rounds  "
           f"history: {args.history} conversions  load average before: {load_before:.1f}")
+    report(results, opened, args)
+    check_stored([warm["collect"], *results["collect"]], opened, args.connections)
+
+
+def run_all(port: int, args) -> tuple[dict, dict, list]:
+    """Warm-up, the closed-loop rounds (bare and collect alternated), then the open-loop rates."""
+    run_id = f"{int(time.time()) % 0xFFFFFF:06x}"
+    results: dict[str, list[dict]] = {"bare": [], "collect": []}
+    opened: list[tuple[str, float, dict]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "ingest.lua"
+        script.write_text(LUA)
+        warm = {mode: run_wrk(port, script, mode, run_id + "w", args, 3) for mode in ("bare", "collect")}
+        for round_ in range(args.rounds):
+            for mode in ("bare", "collect"):
+                results[mode].append(run_wrk(port, script, mode, f"{run_id}{round_:x}", args, args.duration))
+    for rate in args.rate or [40.0, 60.0]:
+        for mode in ("bare", "collect"):
+            opened.append((mode, rate, open_loop(port, mode, f"{run_id}o{int(rate)}", rate, args.connections,
+                                                 args.duration)))
+    return warm, results, opened
+
+
+def report(results: dict, opened: list, args) -> None:
     print(f"{'endpoint':<14} {'requests':>8} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} "
           f"{'non-2xx':>7}")
     for mode in ("bare", "collect"):
@@ -287,14 +297,18 @@ def main() -> None:
     print(f"open loop, {args.connections} clients at a fixed total rate (latency from each request's due time):")
     for mode, rate, r in opened:
         print_row(f"{mode}@{rate:g}/s", r)
-    # wrk stops counting at the deadline: up to one in-flight request per connection per run is
-    # stored without being counted, so stored - answered lies in [0, connections x runs].
+
+
+def check_stored(closed_runs: list[dict], opened: list, connections: int) -> None:
+    """Every 2xx conversion hit stored one conversion and one push.
+
+    wrk stops counting at its deadline: up to one in-flight request per connection per run is
+    stored without being counted, so stored - answered lies in [0, connections x runs]."""
     conversions, pushes = stored_counts()
-    runs = [warm["collect"], *results["collect"]]
-    answered = sum(r["requests"] - r["errors"] for r in runs)
+    answered = sum(r["requests"] - r["errors"] for r in closed_runs)
     answered += sum(r["requests"] - r["errors"] for mode, _, r in opened if mode == "collect")
     in_flight = conversions - answered
-    verdict = "ok" if conversions == pushes and 0 <= in_flight <= args.connections * len(runs) else "MISMATCH"
+    verdict = "ok" if conversions == pushes and 0 <= in_flight <= connections * len(closed_runs) else "MISMATCH"
     print(f"stored: {conversions} conversions, {pushes} pushes for {answered} 2xx collect answers "
           f"(+{in_flight} in flight at run ends): {verdict}")
 

@@ -26,7 +26,8 @@ emulator_tokens = pytest.importorskip("emulator.tokens")
 Behaviour = emulator_models.EmulatorBehaviour
 Received = emulator_models.EmulatorConversion
 
-pytestmark = pytest.mark.django_db
+# transaction=True: the live server thread must see the rows on PostgreSQL too (CI runs both).
+pytestmark = pytest.mark.django_db(transaction=True)
 
 BATCH = 10
 SCOPE = "https://ads.microsoft.com/msads.manage offline_access"
