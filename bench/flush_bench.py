@@ -55,7 +55,13 @@ def start_stand_in() -> str:
 
 
 def queue(site, connection, rows: int) -> None:
+    """Insert N conversions and their queued pushes (in SQL on PostgreSQL, so the process's peak
+    memory is the flush's own, not the queue builder's)."""
+    from django.db import connection as db
     from django.utils import timezone
+
+    if db.vendor == "postgresql":
+        return queue_in_sql(site, connection, rows, timezone.now() - timedelta(hours=3))
 
     from adsync.models import Conversion, Push
 
@@ -71,6 +77,26 @@ def queue(site, connection, rows: int) -> None:
         Push.objects.bulk_create(
             Push(conversion=c, connection=connection, goal_name="Purchase", msclkid=c.msclkid, value=c.value,
                  currency="USD", conversion_time=c.occurred_at) for c in conversions)
+
+
+def queue_in_sql(site, connection, rows: int, when) -> None:
+    from django.db import connection as db
+
+    with db.cursor() as cursor:
+        cursor.execute("""
+            INSERT INTO adsync_conversion (site_id, event_name, order_id, value, currency, occurred_at, visitor_id,
+                msclkid, hashed_email, hashed_phone, source, created_at)
+            SELECT %s, 'purchase', 'b' || n, 12.5, 'USD', date_trunc('second', %s::timestamptz), '',
+                lpad(to_hex(n), 32, '0'), '', '', 'server', now()
+            FROM generate_series(1, %s) AS n""", [site.pk, when, rows])
+        cursor.execute("""
+            INSERT INTO adsync_push (conversion_id, connection_id, goal_name, msclkid, hashed_email, hashed_phone,
+                value, currency, conversion_time, status, error_symbol, error_message, tracking_id, attempts,
+                next_attempt_at, created_at, updated_at)
+            SELECT id, %s, 'Purchase', msclkid, '', '', value, 'USD', occurred_at, 'queued', '', '', '', 0,
+                now(), now(), now()
+            FROM adsync_conversion WHERE site_id = %s""", [connection.pk, site.pk])
+        cursor.execute("ANALYZE adsync_push")
 
 
 def run(rows: int) -> dict:
