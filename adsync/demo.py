@@ -13,7 +13,6 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-
 from adsync.models import Connection, GoalMapping, Site
 
 DEMO_SITE_KEY = "demo"

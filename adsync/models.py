@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import uuid
 from datetime import timedelta
 from datetime import timezone as dt_timezone
 
@@ -156,10 +155,6 @@ class Conversion(models.Model):
         return f"{self.event_name} {self.order_id or ''}".strip()
 
     @property
-    def has_identity(self) -> bool:
-        return bool(self.msclkid)
-
-    @property
     def has_hashed_pii(self) -> bool:
         return bool(self.hashed_email or self.hashed_phone)
 
@@ -260,10 +255,6 @@ class Connection(models.Model):
             from adsync import alerts
 
             alerts.token_expired(self)  # after commit; never raises
-
-    def goal_name_for(self, event_name: str) -> str | None:
-        mapping = self.goal_mappings.filter(event_name=event_name).first()
-        return mapping.goal_name if mapping else None
 
 
 class GoalMapping(models.Model):
@@ -481,10 +472,6 @@ ADSYNC_ERROR_PREFIX = "adsync:"
 def format_conversion_time(moment) -> str:
     """UTC, whole seconds, trailing Z: the same string on every retry so Microsoft de-duplicates."""
     return moment.astimezone(dt_timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def new_claim_token() -> uuid.UUID:
-    return uuid.uuid4()
 
 
 class CampaignInsight(models.Model):
