@@ -448,25 +448,29 @@ class Push(models.Model):
         return cls.objects.bulk_create(pushes, ignore_conflicts=True)
 
     def as_offline_conversion(self) -> dict:
-        """The OfflineConversion JSON object (reference §1.3)."""
-        item: dict = {
-            "ConversionName": self.goal_name,
-            "ConversionTime": format_conversion_time(self.conversion_time),
-        }
-        if self.value is not None:
-            item["ConversionValue"] = float(self.value)
-        if self.currency:
-            item["ConversionCurrencyCode"] = self.currency
-        if self.msclkid:
-            item["MicrosoftClickId"] = self.msclkid
-        if self.hashed_email:
-            item["HashedEmailAddress"] = self.hashed_email
-        if self.hashed_phone:
-            item["HashedPhoneNumber"] = self.hashed_phone
-        return item
+        return offline_conversion_json(self)
 
 
 ADSYNC_ERROR_PREFIX = "adsync:"
+
+
+def offline_conversion_json(push) -> dict:
+    """The OfflineConversion JSON object (reference §1.3) for a Push or a claimed row."""
+    item: dict = {
+        "ConversionName": push.goal_name,
+        "ConversionTime": format_conversion_time(push.conversion_time),
+    }
+    if push.value is not None:
+        item["ConversionValue"] = float(push.value)
+    if push.currency:
+        item["ConversionCurrencyCode"] = push.currency
+    if push.msclkid:
+        item["MicrosoftClickId"] = push.msclkid
+    if push.hashed_email:
+        item["HashedEmailAddress"] = push.hashed_email
+    if push.hashed_phone:
+        item["HashedPhoneNumber"] = push.hashed_phone
+    return item
 
 
 def format_conversion_time(moment) -> str:

@@ -4,7 +4,9 @@ Called every 2 minutes by django-q2 (schedule `adsync:flush`, see setup_schedule
 `manage.py flush_conversions`. Guarantees:
 
 - Rows are claimed with a conditional UPDATE (and SKIP LOCKED on PostgreSQL) under a short
-  lease, so an overlapping flush cannot send the same row; no transaction is held across HTTP.
+  lease (adsync/claims.py), so an overlapping flush cannot send the same row; no transaction
+  is held across HTTP. The same claim lets a flush on PostgreSQL send a connection's batches
+  in ADSYNC_FLUSH_LANES concurrent lanes.
 - A whole-call failure (network, timeout, 5xx, throttling, expired token) leaves every row of
   the batch queued; nothing is marked sent unless Microsoft answered 200.
 - A crash after Microsoft answered leaves rows claimed until the lease ends; they are then
@@ -17,21 +19,22 @@ from __future__ import annotations
 
 import logging
 import random
-import uuid
+import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection as db_connection
-from django.db import transaction
+from django.db import connections as db_connections
 from django.db.models import F
 from django.utils import timezone
 
 from adsync import alerts, guards, throttle, tokens
+from adsync.claims import ClaimedPush, claim_batch, claimed_rows, queue_position
 from adsync.goals import GoalBook
 from adsync.microsoft.campaign import ApplyResult, CampaignClient
-from adsync.microsoft.errors import BatchError, Kind, MicrosoftAdsError
+from adsync.microsoft.errors import Kind, MicrosoftAdsError
 from adsync.models import Connection, Push
 
 log = logging.getLogger(__name__)
@@ -41,9 +44,7 @@ BACKOFF_CAP_SECONDS = 6 * 3600
 CONNECTION_PAUSE = timedelta(minutes=15)
 WAIT_DELAYS = {5614: timedelta(minutes=5), 5615: timedelta(minutes=30)}
 ROW_RETRY_KINDS = {Kind.TRANSIENT, Kind.THROTTLED, Kind.WAIT}
-# What the flush reads of a claimed row: the payload, the guards' inputs and the retry count.
-SEND_FIELDS = ["id", "connection_id", "goal_name", "msclkid", "hashed_email", "hashed_phone", "value", "currency",
-               "conversion_time", "click_time", "attempts", "claim_token"]
+
 
 
 @dataclass
@@ -57,6 +58,16 @@ class FlushResult:
     requests: int = 0
     stopped: str = ""
     error_messages: list[str] = field(default_factory=list)
+
+    def add(self, *others: FlushResult) -> None:
+        """Sum the lanes of one flush into this result."""
+        for other in others:
+            self.sent += other.sent
+            self.errors += other.errors
+            self.requeued += other.requeued
+            self.requests += other.requests
+            self.stopped = self.stopped or other.stopped
+            self.error_messages += other.error_messages
 
     def line(self) -> str:
         text = (f"connection {self.connection_id}: {self.sent} sent, {self.errors} error, "
@@ -79,74 +90,94 @@ def scheduled_flush() -> str:
 
 
 def flush_connection(connection: Connection, batch_size: int | None = None) -> FlushResult:
+    """Send this connection's due rows, in up to ADSYNC_FLUSH_LANES concurrent senders (lanes)."""
     result = FlushResult(connection.pk)
     batch_size = min(batch_size or settings.MICROSOFT_ADS_BATCH_SIZE, 1000)
     now = timezone.now()
     if connection.throttled_until and connection.throttled_until > now:
         result.stopped = f"throttled by Microsoft until {connection.throttled_until:%H:%M:%S} UTC"
         return result
-    if Push.objects.due(now).filter(connection=connection).exists():
+    due = Push.objects.due(now).filter(connection=connection)
+    if due.exists():
         try:
-            client = _client(connection, tokens.access_token_for(connection))
+            access_token = tokens.access_token_for(connection)
         except MicrosoftAdsError as err:
             result.stopped = err.describe()
             return result
-        book = GoalBook(connection)
-        while True:
-            if not throttle.acquire_request_slot(connection):
-                result.stopped = "client-side rate limit reached; the rest goes out on the next flush"
-                break
-            batch = claim_batch(connection, batch_size)
-            if not batch:
-                break
-            client = _send_batch(connection, client, book, batch, result)
-            if client is None:
-                break
+        lanes = flush_lanes() if due[batch_size:batch_size + 1].exists() else 1
+        if lanes == 1:
+            _drain(connection, access_token, batch_size, result)
+        else:
+            result.add(*_run_lanes(lanes, connection, access_token, batch_size))
     Connection.objects.filter(pk=connection.pk).update(last_flush_at=timezone.now())
     log.info("flush %s", result.line())
     alerts.flush_errors(connection, result.errors)  # over ADSYNC_ALERT_ERROR_THRESHOLD: email staff
     return result
 
 
-def claim_batch(connection: Connection, size: int) -> list[Push]:
-    """Reserve up to `size` due rows for this worker; a concurrent claimer gets other rows or none."""
-    now = timezone.now()
-    token = uuid.uuid4()
-    lease_end = now + timedelta(seconds=settings.ADSYNC_CLAIM_LEASE_SECONDS)
-    if db_connection.vendor == "postgresql":
-        return _claim_postgresql(connection, size, now, token, lease_end)
-    with transaction.atomic():  # SQLite: BEGIN IMMEDIATE serialises claimers
-        due = Push.objects.due(now).filter(connection=connection).order_by("next_attempt_at", "id")
-        ids = list(due.values_list("id", flat=True)[:size])
-        if not ids:
-            return []
-        Push.objects.due(now).filter(pk__in=ids).update(claim_token=token, claimed_until=lease_end)
-    return list(Push.objects.filter(pk__in=ids, claim_token=token).only(*SEND_FIELDS).order_by("id"))
+def flush_lanes() -> int:
+    """Concurrent senders per connection: 1 on SQLite (one writer at a time), at most 10 (reference §7)."""
+    if db_connection.vendor != "postgresql":
+        return 1
+    return max(1, min(settings.ADSYNC_FLUSH_LANES, 10))
 
 
-_CLAIM_SQL = """
-    UPDATE adsync_push SET claim_token = %(token)s, claimed_until = %(lease_end)s
-    WHERE id IN (
-        SELECT id FROM adsync_push
-        WHERE connection_id = %(connection)s AND status = 'queued' AND next_attempt_at <= %(now)s
-          AND (claimed_until IS NULL OR claimed_until < %(now)s)
-        ORDER BY next_attempt_at, id LIMIT %(size)s
-        FOR UPDATE SKIP LOCKED)
-    RETURNING {fields}
-"""
+def _run_lanes(lanes: int, connection: Connection, access_token: str, batch_size: int) -> list[FlushResult]:
+    """Run `lanes` batch loops at once, each with its own database connection and HTTP session.
 
-
-def _claim_postgresql(connection: Connection, size: int, now, token, lease_end) -> list[Push]:
-    """One statement: lock due rows others have not locked, stamp them, return them.
-
-    Only unindexed columns change, so PostgreSQL updates the rows in place (HOT, fillfactor 80).
+    SKIP LOCKED claims keep their batches disjoint; one lane stopping (throttled, token, rate
+    limit) stops the others after their current batch. A lane that raises re-raises here, after
+    the others have finished: its claimed rows wait for their lease like a crashed worker's.
     """
-    columns = [Push._meta.get_field(name).column for name in SEND_FIELDS]
-    sql = _CLAIM_SQL.format(fields=", ".join(columns))
-    with transaction.atomic():
-        rows = list(Push.objects.raw(sql, {"token": token, "lease_end": lease_end, "connection": connection.pk,
-                                           "now": now, "size": size}))
-    return sorted(rows, key=lambda push: push.pk)
+    stop = threading.Event()
+    results = [FlushResult(connection.pk) for _ in range(lanes)]
+    failures: list[BaseException] = []
+
+    def lane(result: FlushResult) -> None:
+        try:
+            _drain(connection, access_token, batch_size, result, stop)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            failures.append(exc)
+            stop.set()
+        finally:
+            db_connections.close_all()  # this thread's connections only
+
+    threads = [threading.Thread(target=lane, args=(r,), name=f"flush-{connection.pk}-{i}")
+               for i, r in enumerate(results[1:], start=1)]
+    for thread in threads:
+        thread.start()
+    try:
+        _drain(connection, access_token, batch_size, results[0], stop)
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        for thread in threads:
+            thread.join()
+    if failures:
+        raise failures[0]
+    return results
+
+
+def _drain(connection: Connection, access_token: str, batch_size: int, result: FlushResult,
+           stop: threading.Event | None = None) -> None:
+    """One lane: claim, check, send and record batches until the queue is empty or something stops it."""
+    client = _client(connection, access_token)
+    book = GoalBook(connection)
+    position = None
+    while not (stop and stop.is_set()):
+        if not throttle.acquire_request_slot(connection):
+            result.stopped = "client-side rate limit reached; the rest goes out on the next flush"
+            break
+        batch = claim_batch(connection, batch_size, after=position)
+        if not batch:
+            break
+        position = queue_position(batch)
+        client = _send_batch(connection, client, book, batch, result)
+        if client is None:
+            break
+    if stop and result.stopped:
+        stop.set()
 
 
 def _client(connection: Connection, access_token: str) -> CampaignClient:
@@ -166,7 +197,7 @@ def _apply(connection: Connection, client: CampaignClient, items: list[dict]) ->
     return result, client
 
 
-def _preflight(batch: list[Push], book: GoalBook, outcome: _Outcome) -> list[Push]:
+def _preflight(batch: list[ClaimedPush], book: GoalBook, outcome: _Outcome) -> list[ClaimedPush]:
     """Apply the pre-send checks: failures and holds are recorded, the rest is returned to send."""
     now = timezone.now()
     to_send = []
@@ -181,7 +212,7 @@ def _preflight(batch: list[Push], book: GoalBook, outcome: _Outcome) -> list[Pus
     return to_send
 
 
-def _send_batch(connection: Connection, client: CampaignClient, book: GoalBook, batch: list[Push],
+def _send_batch(connection: Connection, client: CampaignClient, book: GoalBook, batch: list[ClaimedPush],
                 result: FlushResult) -> CampaignClient | None:
     """Check, send one claimed batch and record every row's outcome. Returns None to stop this connection."""
     token = batch[0].claim_token
@@ -210,7 +241,7 @@ def _send_batch(connection: Connection, client: CampaignClient, book: GoalBook, 
     return client
 
 
-def _handle_call_failure(connection: Connection, batch: list[Push], token, err: MicrosoftAdsError,
+def _handle_call_failure(connection: Connection, batch: list[ClaimedPush], token, err: MicrosoftAdsError,
                          result: FlushResult) -> None:
     """The whole request failed: nothing was applied (§1.3), so rows stay queued unless Microsoft named them."""
     now = timezone.now()
@@ -257,25 +288,25 @@ class _Outcome:
         self.released: dict = defaultdict(list)
         self.held: dict[tuple, list[int]] = defaultdict(list)
 
-    def fail(self, push: Push, code, symbol, message) -> None:
+    def fail(self, push: ClaimedPush, code, symbol, message) -> None:
         self.failed[(code, symbol or "", message or "")].append(push.pk)
 
-    def retry(self, push: Push, code, symbol, message) -> None:
+    def retry(self, push: ClaimedPush, code, symbol, message) -> None:
         if push.attempts + 1 >= settings.ADSYNC_MAX_ATTEMPTS:
             self.fail(push, code, symbol, message)
             return
         # Grouped by attempt count: one jittered delay serves the whole group (one UPDATE).
         self.retried[(push.attempts, code, symbol or "", message or "")].append(push.pk)
 
-    def hold(self, push: Push, until, symbol: str, reason: str) -> None:
+    def hold(self, push: ClaimedPush, until, symbol: str, reason: str) -> None:
         """Not sent yet and not an attempt: stays queued until `until`, with the reason visible."""
         self.held[(until, symbol, reason)].append(push.pk)
 
-    def release(self, pushes: list[Push], next_attempt_at) -> None:
+    def release(self, pushes: list[ClaimedPush], next_attempt_at) -> None:
         self.released[next_attempt_at].extend(p.pk for p in pushes)
 
     def _rows(self, ids: list[int]):
-        return Push.objects.filter(pk__in=ids, claim_token=self.token)
+        return claimed_rows(ids, self.token)
 
     def write(self, tracking_id: str, result: FlushResult) -> None:
         unclaim = {"claim_token": None, "claimed_until": None, "updated_at": self.now}

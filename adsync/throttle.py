@@ -17,12 +17,19 @@ WINDOW = timedelta(seconds=60)
 
 
 def acquire_request_slot(connection: Connection) -> bool:
-    """Count one request against the connection's window; False when the window is full."""
+    """Count one request against the connection's window; False when the window is full.
+
+    Two tries: a worker whose window reset lost the race to another worker's reset (the same
+    expired window, two concurrent UPDATEs) counts itself in the window the other one opened.
+    """
     now = timezone.now()
     rows = Connection.objects.filter(pk=connection.pk)
-    if rows.filter(rate_window_start__gt=now - WINDOW,
-                   rate_window_count__lt=settings.ADSYNC_REQUESTS_PER_MINUTE).update(
-            rate_window_count=F("rate_window_count") + 1):
-        return True
-    return bool(rows.filter(Q(rate_window_start__isnull=True) | Q(rate_window_start__lte=now - WINDOW)).update(
-        rate_window_start=now, rate_window_count=1))
+    for _ in range(2):
+        if rows.filter(rate_window_start__gt=now - WINDOW,
+                       rate_window_count__lt=settings.ADSYNC_REQUESTS_PER_MINUTE).update(
+                rate_window_count=F("rate_window_count") + 1):
+            return True
+        if rows.filter(Q(rate_window_start__isnull=True) | Q(rate_window_start__lte=now - WINDOW)).update(
+                rate_window_start=now, rate_window_count=1):
+            return True
+    return False

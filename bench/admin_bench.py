@@ -100,7 +100,7 @@ def insert_select(model, expressions: dict[str, str], source: str, params: dict)
     """INSERT INTO <model> (every concrete column but id) SELECT <expression or model default> <source>."""
     from django.db import connection
 
-    columns, values, defaults = [], [], []
+    columns, values = [], []
     for field in model._meta.concrete_fields:
         if field.primary_key:
             continue

@@ -15,6 +15,7 @@ and its adsync tables emptied first: never point it at a database you care about
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import resource
 import sys
@@ -101,6 +102,7 @@ def queue_in_sql(site, connection, rows: int, when) -> None:
 
 def run(rows: int) -> dict:
     from django.db import connection as db
+    from django.db.backends.signals import connection_created
     from django.utils import timezone
 
     from adsync.models import Connection, Conversion, GoalMapping, Push, Site
@@ -123,19 +125,27 @@ def run(rows: int) -> dict:
     queued_in = time.perf_counter() - started
 
     started = time.perf_counter()
-    counted = [0]
+    counted = itertools.count()
 
     def count(execute, sql, params, many, context):  # counts without keeping the SQL (memory)
-        counted[0] += 1
+        next(counted)
         return execute(sql, params, many, context)
 
-    with db.execute_wrapper(count):
-        result = flush_connection(connection)
+    def count_on(sender, connection, **kwargs):  # each flush lane opens its own database connection
+        connection.execute_wrappers.append(count)
+
+    connection_created.connect(count_on)
+    try:
+        with db.execute_wrapper(count):
+            result = flush_connection(connection)
+    finally:
+        connection_created.disconnect(count_on)
     elapsed = time.perf_counter() - started
+    queries = next(counted)
     return {
         "rows": rows, "sent": result.sent, "requests": result.requests, "seconds": elapsed,
         "per_second": result.sent / elapsed if elapsed else 0.0,
-        "queries_per_batch": (counted[0] - 3) / max(1, result.requests),
+        "queries_per_batch": queries / max(1, result.requests),  # all of them, set-up and lanes' last claims too
         "queue_seconds": queued_in,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -155,10 +165,13 @@ def main() -> None:
     from django.conf import settings
     from django.core.management import call_command
 
+    from adsync.tasks import flush_lanes
+
     settings.DEBUG = False
     call_command("migrate", verbosity=0)
     print(f"database: {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}  "
-          f"stand-in: {settings.MICROSOFT_ADS_CAMPAIGN_API_URL}")
+          f"stand-in: {settings.MICROSOFT_ADS_CAMPAIGN_API_URL}  lanes (ADSYNC_FLUSH_LANES): {flush_lanes()}  "
+          f"cores: {os.cpu_count()}  load average: {os.getloadavg()[0]:.1f}")
     print(f"{'rows':>9} {'sent':>9} {'requests':>8} {'seconds':>8} {'conv/s':>9} {'queries/batch':>13} "
           f"{'peak RSS MB':>11}")
     for rows in args.rows or [10_000]:

@@ -12,7 +12,8 @@ from django.db import connection as db_connection
 from django.utils import timezone
 
 from adsync.models import Connection, Push
-from adsync.tasks import claim_batch, flush_connection, flush_conversions
+from adsync.claims import claim_batch
+from adsync.tasks import flush_connection, flush_conversions
 from tests.conftest import APPLY_URL, TOKEN_URL, bulk_queue
 
 pytestmark = pytest.mark.django_db

@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from adsync import goals, maintenance, matching, operations
-from adsync.models import AccountGoal, Connection, Conversion, Push
+from adsync.models import AccountGoal, Connection, Push
 from adsync.tasks import flush_connection
 from tests.conftest import APPLY_URL, GOALS_URL, TOKEN_URL, bulk_queue
 
