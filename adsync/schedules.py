@@ -28,6 +28,13 @@ def schedule_specs() -> list[dict]:
             "minutes": settings.ADSYNC_FLUSH_MINUTES,
         },
         {
+            # The snippet's hits, accepted with 202, become clicks, conversions and sync-log rows.
+            "name": "adsync:inbox",
+            "func": "tracking.inbox.scheduled_drain",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": settings.ADSYNC_INBOX_MINUTES,
+        },
+        {
             # Refresh before expiry while pushes wait, and weekly even when idle (90-day inactivity).
             "name": "adsync:refresh-tokens",
             "func": "adsync.lifecycle.scheduled_token_refresh",

@@ -36,6 +36,7 @@ from adsync.goals import GoalBook
 from adsync.microsoft.campaign import ApplyResult, CampaignClient
 from adsync.microsoft.errors import Kind, MicrosoftAdsError
 from adsync.models import Connection, Push
+from tracking import inbox
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,11 @@ class FlushResult:
 
 
 def flush_conversions(connection_ids: list[int] | None = None) -> list[FlushResult]:
-    """Flush every active connection (or the given ones). Not-active connections keep their rows queued."""
+    """Flush every active connection (or the given ones). Not-active connections keep their rows queued.
+
+    The snippet's inbox is stored first, so every conversion received before the flush is in it.
+    """
+    inbox.drain()
     connections = Connection.objects.filter(status=Connection.ACTIVE).select_related("site")
     if connection_ids:
         connections = connections.filter(pk__in=connection_ids)

@@ -2,16 +2,20 @@
 """Ingest benchmark: conversion hits/second and p50/p99 latency through gunicorn, beside a bare view.
 
 Starts gunicorn on loopback with bench/ingest_settings.py (the project's settings plus a
-bench-only bare view at /bench/bare), then drives both URLs with wrk in the same run:
+bench-only reference views), then drives the three URLs with wrk in the same run:
 
 - bare:    POST /bench/bare: routing, middleware, body read, a JSON answer; no database;
+- roundtrip: POST /bench/roundtrip: the bare view plus one `SELECT 1`, the floor of any endpoint
+           that writes to the database before answering;
 - collect: POST /t/v1/collect with a valid conversion body (unique orderId and msclkid per
            request, the Origin of an allowed origin), exactly what the snippet sends.
 
 Closed loop (wrk, each client sends again as soon as it is answered), then open loop (64 client
 threads sharing a fixed schedule of N requests/second, latency counted from each request's due
 time). It prints requests/second, p50/p90/p99 latency and non-2xx answers for each, the ratio
-collect/bare, and checks that every 2xx conversion hit stored one conversion and one push.
+collect/bare; then drains the inbox as the worker does (tracking/inbox.py: the endpoint answers
+202 after one INSERT), prints how fast, and checks that every 2xx hit stored one conversion and
+one push.
 Not a test: it measures. Needs `wrk` (Debian: apt-get install wrk).
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/adsync_bench_ingest \\
@@ -44,6 +48,7 @@ ORIGIN = "https://shop.example.com"
 
 # One Lua state per wrk thread: `tid` is set by setup(), so orderIds never collide across threads.
 LUA = r"""
+PATHS = {bare = "/bench/bare", roundtrip = "/bench/roundtrip", collect = "/t/v1/collect"}
 local threads = {}
 local counter = 0
 function setup(thread)
@@ -60,7 +65,7 @@ function request()
     '{"site":"%s","type":"conversion","event":"purchase","orderId":"%s-%d-%d",' ..
     '"msclkid":"%s%02x%014x","visitorId":"v%s%02x%014x","value":49.9,"currency":"USD"}',
     "SITE_KEY", run, tid, counter, run, tid, counter, run, tid, counter)
-  local path = mode == "bare" and "/bench/bare" or "/t/v1/collect"
+  local path = PATHS[mode]
   return wrk.format("POST", path, {["Content-Type"] = "text/plain;charset=UTF-8",
                                    ["Origin"] = "ORIGIN"}, body)
 end
@@ -85,9 +90,11 @@ def prepare_database(history: int) -> None:
     from django.utils import timezone
 
     from adsync.models import Connection, Conversion, GoalMapping, Site
+    from tracking.models import Hit
 
     call_command("migrate", verbosity=0)
     site, _ = Site.objects.update_or_create(key=SITE_KEY, defaults={"name": "Ingest bench", "allowed_origins": ORIGIN})
+    Hit.objects.filter(site=site).delete()
     Connection.objects.filter(site=site).delete()
     Conversion.objects.filter(site=site).exclude(order_id__startswith="hist-").delete()
     if Conversion.objects.filter(site=site).count() != history:
@@ -196,7 +203,7 @@ def open_loop(port: int, mode: str, run_id: str, rate: float, clients: int, dura
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             try:
                 conn.request("POST", path, body, {"Content-Type": "text/plain;charset=UTF-8", "Origin": ORIGIN})
-                ok = conn.getresponse().status == 200
+                ok = 200 <= conn.getresponse().status < 300
             except OSError:
                 ok = False
             finally:
@@ -225,7 +232,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=64, help="concurrent clients (wrk -c), default 64")
     parser.add_argument("--duration", type=float, default=15, help="seconds per measured run, default 15")
-    parser.add_argument("--rounds", type=int, default=2, help="bare/collect pairs, alternated; default 2")
+    parser.add_argument("--rounds", type=int, default=2, help="bare/roundtrip/collect triples, alternated; default 2")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers, default 4")
     parser.add_argument("--worker-class", default="sync", help="gunicorn worker class, default sync")
     parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker (gthread), default 1")
@@ -264,17 +271,20 @@ def main() -> None:
     check_stored([warm["collect"], *results["collect"]], opened, args.connections)
 
 
+CLOSED_MODES = ("bare", "roundtrip", "collect")
+
+
 def run_all(port: int, args) -> tuple[dict, dict, list]:
     """Warm-up, the closed-loop rounds (bare and collect alternated), then the open-loop rates."""
     run_id = f"{int(time.time()) % 0xFFFFFF:06x}"
-    results: dict[str, list[dict]] = {"bare": [], "collect": []}
+    results: dict[str, list[dict]] = {mode: [] for mode in CLOSED_MODES}
     opened: list[tuple[str, float, dict]] = []
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "ingest.lua"
         script.write_text(LUA)
-        warm = {mode: run_wrk(port, script, mode, run_id + "w", args, 3) for mode in ("bare", "collect")}
+        warm = {mode: run_wrk(port, script, mode, run_id + "w", args, 3) for mode in CLOSED_MODES}
         for round_ in range(args.rounds):
-            for mode in ("bare", "collect"):
+            for mode in CLOSED_MODES:
                 results[mode].append(run_wrk(port, script, mode, f"{run_id}{round_:x}", args, args.duration))
     for rate in args.rate or [40.0, 60.0]:
         for mode in ("bare", "collect"):
@@ -286,11 +296,12 @@ def run_all(port: int, args) -> tuple[dict, dict, list]:
 def report(results: dict, opened: list, args) -> None:
     print(f"{'endpoint':<14} {'requests':>8} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} "
           f"{'non-2xx':>7}")
-    for mode in ("bare", "collect"):
+    for mode in CLOSED_MODES:
         for r in results[mode]:
             print_row(mode, r)
-    bare = sum(r["rps"] for r in results["bare"]) / args.rounds
-    collect = sum(r["rps"] for r in results["collect"]) / args.rounds
+    bare, roundtrip, collect = (sum(r["rps"] for r in results[mode]) / args.rounds for mode in CLOSED_MODES)
+    print(f"closed loop: ratio roundtrip/bare {roundtrip / bare:.0%} (one SELECT 1: the floor of a durable write), "
+          f"collect/roundtrip {collect / roundtrip:.0%}")
     worst_p99 = max(r["p99"] for r in results["collect"]) / 1000
     print(f"closed loop: ratio collect/bare {collect / bare:.0%} (target >= 70%), collect p99 (worst round) "
           f"{worst_p99:.1f} ms (target < 50 ms)")
@@ -300,10 +311,16 @@ def report(results: dict, opened: list, args) -> None:
 
 
 def check_stored(closed_runs: list[dict], opened: list, connections: int) -> None:
-    """Every 2xx conversion hit stored one conversion and one push.
+    """Drain the inbox as the worker does, then check every 2xx conversion hit stored one conversion and one push.
 
     wrk stops counting at its deadline: up to one in-flight request per connection per run is
     stored without being counted, so stored - answered lies in [0, connections x runs]."""
+    from tracking import inbox
+
+    started = time.perf_counter()
+    drained = inbox.drain()
+    seconds = time.perf_counter() - started
+    print(f"worker: {drained.line()} in {seconds:.1f} s ({drained.stored / seconds:.0f} hits/s, one process)")
     conversions, pushes = stored_counts()
     answered = sum(r["requests"] - r["errors"] for r in closed_runs)
     answered += sum(r["requests"] - r["errors"] for mode, _, r in opened if mode == "collect")

@@ -50,7 +50,7 @@ def measure(client, path: str, requests: int, tag: str) -> dict:
                                "orderId": f"{tag}-{i}", "msclkid": f"{tag}{i:020x}", "visitorId": f"v{tag}{i}",
                                "value": 49.9, "currency": "USD"})
             response = client.post(path, body, content_type="text/plain", headers={"Origin": ORIGIN})
-            assert response.status_code == 200, response.content
+            assert response.status_code in (200, 202), response.content
     n = requests
     return {"wall": (time.perf_counter() - wall) / n * 1e3, "cpu": (time.thread_time() - cpu) / n * 1e3,
             "db_cpu": timer.cpu / n * 1e3, "db_wall": timer.wall / n * 1e3, "queries": timer.queries / n}

@@ -1,9 +1,12 @@
-"""The project's URLs plus /bench/bare: a view that reads the body and answers small JSON, no database.
+"""The project's URLs plus two reference views for bench/ingest_bench.py.
 
-It passes through the same middleware as /t/v1/collect, so the difference between the two is
-what the ingest itself costs (validation, lookups, the transaction, the inserts).
+- /bench/bare: reads the body and answers small JSON, no database. It passes through the same
+  middleware as /t/v1/collect, so the difference between the two is what the ingest costs.
+- /bench/roundtrip: the same plus one `SELECT 1`: the floor of any endpoint that writes to the
+  database before it answers, which is what a durable 202 needs.
 """
 
+from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
@@ -19,4 +22,12 @@ def bare(request: HttpRequest) -> JsonResponse:
     return response
 
 
-urlpatterns = [path("bench/bare", bare), *project_urlpatterns]
+@csrf_exempt
+def roundtrip(request: HttpRequest) -> JsonResponse:
+    """The bare view plus one database round trip."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return bare(request)
+
+
+urlpatterns = [path("bench/bare", bare), path("bench/roundtrip", roundtrip), *project_urlpatterns]

@@ -227,9 +227,13 @@ MICROSOFT_ADS_BATCH_SIZE = env_int("MICROSOFT_ADS_BATCH_SIZE", 1000)
 # mid-batch leaves its rows queued; they are reclaimed after this lease and re-sent with the
 # identical ConversionTime, which Microsoft de-duplicates.
 ADSYNC_CLAIM_LEASE_SECONDS = env_int("ADSYNC_CLAIM_LEASE_SECONDS", 300)
+# How long a web process trusts its copy of a site (allowed origins, currency, country) for the snippet's hits.
+ADSYNC_SITE_CACHE_SECONDS = env_int("ADSYNC_SITE_CACHE_SECONDS", 30)
 # Concurrent ApplyOfflineConversions calls per connection during a flush (PostgreSQL only; max 10).
 ADSYNC_FLUSH_LANES = env_int("ADSYNC_FLUSH_LANES", 2)
 ADSYNC_FLUSH_MINUTES = env_int("ADSYNC_FLUSH_MINUTES", 2)
+# How often the worker stores the snippet's accepted hits (tracking/inbox.py); every flush does it first too.
+ADSYNC_INBOX_MINUTES = env_int("ADSYNC_INBOX_MINUTES", 1)
 # Proactive token refresh (adsync.lifecycle): tokens expiring within 15 minutes while pushes wait,
 # and every connection not refreshed for 7 days. See docs/connections.md.
 ADSYNC_TOKEN_REFRESH_MINUTES = env_int("ADSYNC_TOKEN_REFRESH_MINUTES", 10)

@@ -38,6 +38,8 @@ def microsoft_test_double_urls(settings):
     # A test's rows live in its open transaction, which a flush lane's own database connection
     # cannot see: one lane here; tests/test_flush_lanes.py runs several on committed data.
     settings.ADSYNC_FLUSH_LANES = 1
+    # Sites are created and rolled back test by test: no process-wide copy survives a test.
+    settings.ADSYNC_SITE_CACHE_SECONDS = 0
     return settings
 
 

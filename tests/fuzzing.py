@@ -6,9 +6,10 @@ test client against whatever database the caller set up (SQLite in both).
 
 The properties (docs/reliability.md, "Fuzzing"):
 1. never a 5xx, nor an exception out of a view;
-2. a 4xx stores nothing: the Click, Conversion and Push counts are unchanged;
+2. a 4xx stores nothing: the Click, Conversion, Push and inbox counts are unchanged;
 3. a 2xx stores only valid rows (model validation plus the ingest rules), and only a POST
-   to an ingest endpoint stores anything at all;
+   to an ingest endpoint stores anything at all; a 202 from the snippet's endpoint is stored by
+   the worker's inbox run (tracking/inbox.py) without error;
 4. no SQL parameter holds a NUL character or an unpaired surrogate: PostgreSQL refuses both
    (a 500 in production) while SQLite may accept them, so the harness reports them on SQLite.
 """
@@ -30,7 +31,17 @@ from django.test import Client
 from django.utils import timezone
 from hypothesis import strategies as st
 
-from adsync.models import Click, Connection, Conversion, GoalMapping, Push, Site, hash_api_secret
+from adsync.models import (
+    Click,
+    Connection,
+    Conversion,
+    GoalMapping,
+    Push,
+    Site,
+    hash_api_secret,
+)
+from tracking import inbox
+from tracking.models import Hit
 
 SITE_KEY = "pk_fuzz"
 ORIGIN = "https://shop.example.com"
@@ -282,7 +293,7 @@ ENDPOINTS = tuple(REQUESTS)
 
 # --- Sending and judging --------------------------------------------------------------------------
 
-MODELS = (Click, Conversion, Push)
+MODELS = (Click, Conversion, Push, Hit)
 
 
 @dataclass(frozen=True)
@@ -345,10 +356,15 @@ def send(client: Client, request: FuzzRequest) -> Outcome:
         with postgres_text_rules(refused):
             response = client.generic(request.method, request.path, data=request.body,
                                       content_type=request.content_type, headers=request.headers)
-        status = response.status_code
+            status = response.status_code
+            if 200 <= status < 300:
+                inbox.drain()  # the worker's half of the snippet's ingest (tracking/inbox.py)
     except Exception as error:  # an exception out of a view is a 500 under a real server
         status, refused = 500, refused + [f"exception: {type(error).__name__}: {str(error)[:200]}"]
     problems = refused + judge(request, status, before, Snapshot.take())
+    failed = list(Hit.objects.exclude(error="").values_list("error", flat=True))
+    problems += [f"accepted, then the worker could not store it: {error[:200]}" for error in failed]
+    Hit.objects.all().delete()
     if status >= 500:
         problems.insert(0, f"status {status}")
     return Outcome(status, list(dict.fromkeys(problems)))

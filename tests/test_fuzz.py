@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from adsync.models import Click, Conversion, Push
 from tests import fuzzing
+from tracking.models import Hit
 
 pytestmark = pytest.mark.django_db
 
@@ -27,7 +28,7 @@ def target(db) -> None:
 
 
 def nothing_stored() -> bool:
-    return (Click.objects.count(), Conversion.objects.count(), Push.objects.count()) == (0, 0, 0)
+    return (Click.objects.count(), Conversion.objects.count(), Push.objects.count(), Hit.objects.count()) == (0, 0, 0, 0)
 
 
 @pytest.mark.parametrize("endpoint", fuzzing.ENDPOINTS)

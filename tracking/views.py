@@ -16,8 +16,9 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 
 from adsync.models import Conversion, Push, Site, format_conversion_time
-from tracking import http, ingest, payloads
-from tracking.payloads import ClickPayload, PayloadError
+from tracking import http, inbox, ingest, payloads
+from tracking.payloads import PayloadError
+from tracking.site_cache import site_for_key
 
 SNIPPET_PATH = Path(__file__).resolve().parent / "static" / "tracking" / "adsync.js"
 SNIPPET_MAX_AGE = 3600
@@ -50,7 +51,7 @@ def collect(request: HttpRequest) -> HttpResponse:
     site: Site | None = None
     try:
         data = payloads.read_json(request)
-        site = Site.objects.filter(key=payloads.site_key(data)).first()
+        site = site_for_key(payloads.site_key(data))
         if site is None:
             raise PayloadError("site", "unknown site key", status=404)
         if origin is not None and not site.allows_origin(origin):
@@ -60,18 +61,12 @@ def collect(request: HttpRequest) -> HttpResponse:
         # Only an allowed origin may read the error; any other gets an opaque CORS failure.
         readable = site is not None and site.allows_origin(origin)
         return http.allow_origin(http.json_error(error.status, error.detail), origin if readable else None)
-    if isinstance(event, ClickPayload):
-        ingest.record_click(site, event)
-        return http.allow_origin(JsonResponse({"ok": True}), origin)
-    recorded = ingest.record_conversion(site, event, source=Conversion.SOURCE_BROWSER)
-    body = {
-        "ok": True,
-        "conversion": conversion_json(recorded.conversion),
-        "created": recorded.created,
-        # Public callers learn only the outcome, not which ad accounts the site has.
-        "pushes": [{"status": push.status} for push in recorded.pushes],
-    }
-    return http.allow_origin(JsonResponse(body), origin)
+    # Stored by the worker (tracking/inbox.py): the answer says the report was accepted, not what became of it.
+    try:
+        kind = inbox.accept(site, event)
+    except inbox.SiteGone:
+        return http.allow_origin(http.json_error(404, "site: unknown site key"), None)
+    return http.allow_origin(JsonResponse({"ok": True, "accepted": kind}, status=202), origin)
 
 
 @csrf_exempt

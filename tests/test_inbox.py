@@ -1,0 +1,118 @@
+"""The snippet's inbox: /t/v1/collect answers 202 after one INSERT; the worker stores the hit.
+
+What a user would notice: the hit becomes a click or a conversion (at the time the browser
+reported it) once the worker runs, nothing raw is kept meanwhile, a hit that cannot be stored
+stays visible with its reason, and a flush never leaves a received conversion behind.
+"""
+
+import json
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+
+import pytest
+import time_machine
+from django.db import connection as db_connection
+
+from adsync.models import Conversion, Push, Site
+from adsync.tasks import flush_conversions
+from tests.conftest import APPLY_URL
+from tracking import inbox
+from tracking.models import Hit
+from tracking.site_cache import site_for_key
+
+ORIGIN = "https://shop.example.com"
+MSCLKID = "f894f652ea334e739002f7167ab8f8e3"
+NOW = datetime(2026, 11, 20, 14, 3, 11, tzinfo=dt_timezone.utc)
+
+pytestmark = pytest.mark.django_db
+
+
+def post(client, body: dict, origin: str = ORIGIN):
+    return client.post("/t/v1/collect", json.dumps(body), content_type="text/plain", headers={"Origin": origin})
+
+
+def purchase(site: Site, **fields) -> dict:
+    return {"site": site.key, "type": "conversion", "event": "purchase", "orderId": "A-1", "value": 49.9,
+            "currency": "USD", "msclkid": MSCLKID, "visitorId": "v1", **fields}
+
+
+def test_the_endpoint_only_queues_and_the_worker_stores_at_the_reported_time(client, site, connection):
+    with time_machine.travel(NOW, tick=False):
+        response = post(client, purchase(site, email="John@Contoso.com", phone="+1 425 555 1234"))
+
+    assert (response.status_code, response.json()) == (202, {"ok": True, "accepted": "conversion"})
+    assert Conversion.objects.count() == 0
+    waiting = json.dumps(Hit.objects.values("payload").get()["payload"]).lower()
+    assert "contoso" not in waiting and "555" not in waiting  # hashes only, even in the inbox
+
+    with time_machine.travel(NOW + timedelta(minutes=1), tick=False):
+        result = inbox.drain()
+
+    assert (result.stored, result.failed) == (1, 0)
+    conversion = Conversion.objects.get()
+    assert (conversion.occurred_at, conversion.msclkid, conversion.source) == (NOW, MSCLKID, "browser")
+    assert Push.objects.get().status == Push.QUEUED
+    assert not Hit.objects.exists()
+
+
+def test_a_click_and_a_later_conversion_are_stored_in_the_order_they_arrived(client, site, connection):
+    post(client, {"site": site.key, "type": "click", "visitorId": "v1", "msclkid": MSCLKID, "url": ORIGIN})
+    post(client, purchase(site, msclkid=None))
+
+    inbox.drain()
+
+    conversion = Conversion.objects.get()
+    assert conversion.msclkid == MSCLKID and conversion.click_time is not None
+    assert Push.objects.get().status == Push.QUEUED
+
+
+def test_a_hit_that_cannot_be_stored_keeps_its_reason_and_the_others_go_on(client, site, admin_client):
+    broken = Hit.objects.create(site=site, kind=Hit.CONVERSION, payload={"event": "purchase"})
+    post(client, purchase(site))
+
+    first = inbox.drain()
+    again = inbox.drain()
+
+    assert (first.stored, first.failed, again.stored, again.failed) == (1, 1, 0, 0)
+    assert Conversion.objects.count() == 1
+    broken.refresh_from_db()
+    assert broken.error.startswith("KeyError")  # waits for an operator, not retried on every run
+
+    page = admin_client.get("/admin/tracking/hit/")
+    assert page.status_code == 200 and "KeyError" in page.content.decode()
+    admin_client.post("/admin/tracking/hit/", {"action": "process_again", "_selected_action": [broken.pk]})
+    broken.refresh_from_db()
+    assert broken.error.startswith("KeyError")  # still broken: processed again, failed again, kept
+
+
+def test_a_flush_stores_the_inbox_first(client, site, connection, mocked):
+    post(client, purchase(site))
+    mocked.post(APPLY_URL, json={"PartialErrors": []}, headers={"TrackingId": "t"})
+
+    flush_conversions()
+
+    assert Push.objects.get().status == Push.SENT
+    assert not Hit.objects.exists()
+
+
+def test_an_edited_site_applies_at_once_in_the_process_that_saved_it(client, site, settings):
+    settings.ADSYNC_SITE_CACHE_SECONDS = 30
+    assert post(client, purchase(site), origin="https://new.example").status_code == 403
+
+    site.allowed_origins += "\nhttps://new.example"
+    site.save()
+
+    assert post(client, purchase(site), origin="https://new.example").status_code == 202
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_site_deleted_by_another_process_after_it_was_cached_is_a_404(client, site, settings):
+    settings.ADSYNC_SITE_CACHE_SECONDS = 30
+    site_for_key(site.key)
+    with db_connection.cursor() as cursor:  # another process's delete: no signal reaches this one
+        cursor.execute("DELETE FROM adsync_site WHERE id = %s", [site.pk])
+
+    response = post(client, purchase(site))
+
+    assert (response.status_code, response.json()) == (404, {"error": "site: unknown site key"})
+    assert not Hit.objects.exists()

@@ -1,0 +1,29 @@
+"""The inbox in the admin: what the snippet reported and the worker has not stored yet, and why not."""
+
+from django.contrib import admin, messages
+
+from adsync.roles import OperatorActionsMixin
+from tracking import inbox
+from tracking.models import Hit
+
+
+@admin.register(Hit)
+class HitAdmin(OperatorActionsMixin, admin.ModelAdmin):
+    list_display = ["id", "kind", "site", "received_at", "error"]
+    list_filter = ["kind", ("error", admin.EmptyFieldListFilter)]
+    list_select_related = ["site"]
+    readonly_fields = ["site", "kind", "payload", "received_at", "error"]
+    actions = ["process_again"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Process again (clear the error and store now)", permissions=["operate"])
+    def process_again(self, request, queryset):
+        queryset.update(error="")
+        result = inbox.drain()
+        level = messages.WARNING if result.failed else messages.SUCCESS
+        self.message_user(request, result.line(), level)

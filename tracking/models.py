@@ -1,0 +1,33 @@
+"""The ingest inbox: snippet reports accepted by POST /t/v1/collect, waiting for the worker.
+
+The public endpoint validates, hashes and inserts one `Hit`, then answers 202: the queries that
+storing a click or a conversion takes (order-id dedupe, click attribution, late matching, one
+sync-log row per mapped goal) run in the worker (tracking/inbox.py), so a burst of visitors
+costs the web server one INSERT each. The server API (/api/v1/conversions) stays synchronous.
+"""
+
+from django.db import models
+from django.utils import timezone
+
+from adsync.models import Site
+
+
+class Hit(models.Model):
+    CLICK = "click"
+    CONVERSION = "conversion"
+    KINDS = [(CLICK, "click"), (CONVERSION, "conversion")]
+
+    # No index but the primary key: inserting is the hot path, the worker reads in id order.
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="+", db_index=False)
+    kind = models.CharField(max_length=10, choices=KINDS)
+    payload = models.JSONField(help_text="The validated report: hashes only, never a raw email or phone.")
+    received_at = models.DateTimeField(default=timezone.now,
+                                       help_text="The click or conversion time: when the browser reported it.")
+    error = models.TextField(blank=True, help_text="Why storing it failed; such a hit waits for 'Process again'.")
+
+    class Meta:
+        verbose_name = "inbox hit"
+        verbose_name_plural = "inbox (hits not yet stored)"
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.pk}"
