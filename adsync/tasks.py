@@ -47,7 +47,6 @@ WAIT_DELAYS = {5614: timedelta(minutes=5), 5615: timedelta(minutes=30)}
 ROW_RETRY_KINDS = {Kind.TRANSIENT, Kind.THROTTLED, Kind.WAIT}
 
 
-
 @dataclass
 class FlushResult:
     """What one connection's flush did; printed by the command, summed by the task."""
@@ -111,7 +110,7 @@ def flush_connection(connection: Connection, batch_size: int | None = None) -> F
             return result
         lanes = flush_lanes() if due[batch_size:batch_size + 1].exists() else 1
         if lanes == 1:
-            _drain(connection, access_token, batch_size, result)
+            _send_lane(connection, access_token, batch_size, result)
         else:
             result.add(*_run_lanes(lanes, connection, access_token, batch_size))
     Connection.objects.filter(pk=connection.pk).update(last_flush_at=timezone.now())
@@ -140,7 +139,7 @@ def _run_lanes(lanes: int, connection: Connection, access_token: str, batch_size
 
     def lane(result: FlushResult) -> None:
         try:
-            _drain(connection, access_token, batch_size, result, stop)
+            _send_lane(connection, access_token, batch_size, result, stop)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
             failures.append(exc)
             stop.set()
@@ -152,7 +151,7 @@ def _run_lanes(lanes: int, connection: Connection, access_token: str, batch_size
     for thread in threads:
         thread.start()
     try:
-        _drain(connection, access_token, batch_size, results[0], stop)
+        _send_lane(connection, access_token, batch_size, results[0], stop)
     except BaseException:
         stop.set()
         raise
@@ -164,7 +163,7 @@ def _run_lanes(lanes: int, connection: Connection, access_token: str, batch_size
     return results
 
 
-def _drain(connection: Connection, access_token: str, batch_size: int, result: FlushResult,
+def _send_lane(connection: Connection, access_token: str, batch_size: int, result: FlushResult,
            stop: threading.Event | None = None) -> None:
     """One lane: claim, check, send and record batches until the queue is empty or something stops it."""
     client = _client(connection, access_token)

@@ -7,6 +7,7 @@ from django.utils.cache import patch_vary_headers
 
 from adsync.models import Site
 from tracking.payloads import storable
+from tracking.site_cache import site_for_key
 
 PREFLIGHT_MAX_AGE = 86400
 
@@ -45,7 +46,7 @@ def preflight(request: HttpRequest) -> HttpResponse:
         response["Allow"] = "POST, OPTIONS"
         return response
     key = request.GET.get("site")
-    site = Site.objects.filter(key=key).first() if key and storable(key) else None
+    site = site_for_key(key) if key and storable(key) else None
     allowed = site.allows_origin(origin) if site else (not key and origin_allowed_by_any_site(origin))
     if not allowed:
         return allow_origin(json_error(403, "origin: is not an allowed origin for this site"), None)
