@@ -1,12 +1,15 @@
 #!/usr/bin/env python
 """Ingest benchmark: conversion hits/second and p50/p99 latency through gunicorn, beside a bare view.
 
-Starts gunicorn on loopback with bench/ingest_settings.py (the project's settings plus a
-bench-only reference views), then drives the three URLs with wrk in the same run:
+Starts gunicorn on loopback with the production gunicorn.conf.py (threaded workers) and
+bench/ingest_settings.py (the project's settings plus bench-only reference views), then drives
+four URLs with wrk in the same run:
 
 - bare:    POST /bench/bare: routing, middleware, body read, a JSON answer; no database;
-- roundtrip: POST /bench/roundtrip: the bare view plus one `SELECT 1`, the floor of any endpoint
-           that writes to the database before answering;
+- roundtrip: POST /bench/roundtrip: the bare view plus one `SELECT 1` in the request;
+- validate: POST /bench/validate: everything /t/v1/collect does (its short path past the staff
+           middleware, parsing, validation, the site's origin check, the 202 answer) except
+           writing the hit: what collect costs without its durable write;
 - collect: POST /t/v1/collect with a valid conversion body (unique orderId and msclkid per
            request, the Origin of an allowed origin), exactly what the snippet sends.
 
@@ -14,7 +17,7 @@ Closed loop (wrk, each client sends again as soon as it is answered), then open 
 threads sharing a fixed schedule of N requests/second, latency counted from each request's due
 time). It prints requests/second, p50/p90/p99 latency and non-2xx answers for each, the ratio
 collect/bare; then drains the inbox as the worker does (tracking/inbox.py: the endpoint answers
-202 after one INSERT), prints how fast, and checks that every 2xx hit stored one conversion and
+202 once its hit is committed), prints how fast, and checks that every 2xx hit stored one conversion and
 one push.
 Not a test: it measures. Needs `wrk` (Debian: apt-get install wrk).
 
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import runpy
 import shutil
 import signal
 import socket
@@ -48,7 +52,8 @@ ORIGIN = "https://shop.example.com"
 
 # One Lua state per wrk thread: `tid` is set by setup(), so orderIds never collide across threads.
 LUA = r"""
-PATHS = {bare = "/bench/bare", roundtrip = "/bench/roundtrip", collect = "/t/v1/collect"}
+PATHS = {bare = "/bench/bare", roundtrip = "/bench/roundtrip", validate = "/bench/validate",
+         collect = "/t/v1/collect"}
 local threads = {}
 local counter = 0
 function setup(thread)
@@ -139,9 +144,13 @@ def free_port() -> int:
 
 
 def start_gunicorn(port: int, args) -> subprocess.Popen:
+    """The production configuration (gunicorn.conf.py), with the overrides given on our command line."""
     command = [str(ROOT / ".venv" / "bin" / "gunicorn"), "config.wsgi:application", "--chdir", str(ROOT),
-               "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers), "--worker-class", args.worker_class,
-               "--threads", str(args.threads), "--backlog", "2048", "--log-level", "warning"]
+               "--config", str(ROOT / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}", "--log-level", "warning"]
+    for option, value in (("--workers", args.workers), ("--worker-class", args.worker_class),
+                          ("--threads", args.threads)):
+        if value is not None:
+            command += [option, str(value)]
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.ingest_settings"}
     process = subprocess.Popen(command, env=env, start_new_session=True)
     deadline = time.monotonic() + 30
@@ -233,9 +242,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64, help="concurrent clients (wrk -c), default 64")
     parser.add_argument("--duration", type=float, default=15, help="seconds per measured run, default 15")
     parser.add_argument("--rounds", type=int, default=2, help="bare/roundtrip/collect triples, alternated; default 2")
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers, default 4")
-    parser.add_argument("--worker-class", default="sync", help="gunicorn worker class, default sync")
-    parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker (gthread), default 1")
+    parser.add_argument("--workers", type=int, help="gunicorn workers (default: gunicorn.conf.py's)")
+    parser.add_argument("--worker-class", help="gunicorn worker class (default: gunicorn.conf.py's, gthread)")
+    parser.add_argument("--threads", type=int, help="threads per gunicorn worker (default: gunicorn.conf.py's)")
     parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads, default 2")
     parser.add_argument("--rate", type=float, action="append",
                         help="also run open-loop at this many requests/second from --connections clients "
@@ -243,6 +252,10 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=1_000_000,
                         help="earlier conversions of the bench site (last 30 days), default 1,000,000")
     args = parser.parse_args()
+    production = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    args.workers = args.workers or production["workers"]
+    args.worker_class = args.worker_class or production["worker_class"]
+    args.threads = args.threads or production["threads"]
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
 
@@ -271,7 +284,7 @@ def main() -> None:
     check_stored([warm["collect"], *results["collect"]], opened, args.connections)
 
 
-CLOSED_MODES = ("bare", "roundtrip", "collect")
+CLOSED_MODES = ("bare", "roundtrip", "validate", "collect")
 
 
 def run_all(port: int, args) -> tuple[dict, dict, list]:
@@ -299,9 +312,10 @@ def report(results: dict, opened: list, args) -> None:
     for mode in CLOSED_MODES:
         for r in results[mode]:
             print_row(mode, r)
-    bare, roundtrip, collect = (sum(r["rps"] for r in results[mode]) / args.rounds for mode in CLOSED_MODES)
-    print(f"closed loop: ratio roundtrip/bare {roundtrip / bare:.0%} (one SELECT 1: the floor of a durable write), "
-          f"collect/roundtrip {collect / roundtrip:.0%}")
+    bare, roundtrip, validate, collect = (sum(r["rps"] for r in results[mode]) / args.rounds for mode in CLOSED_MODES)
+    print(f"closed loop: ratio roundtrip/bare {roundtrip / bare:.0%} (one SELECT 1 in the request), "
+          f"validate/bare {validate / bare:.0%} (collect without its write), "
+          f"collect/validate {collect / validate:.0%} (the durable write)")
     worst_p99 = max(r["p99"] for r in results["collect"]) / 1000
     print(f"closed loop: ratio collect/bare {collect / bare:.0%} (target >= 70%), collect p99 (worst round) "
           f"{worst_p99:.1f} ms (target < 50 ms)")

@@ -1,13 +1,16 @@
 """Settings for bench/ingest_bench.py only: the project's settings plus a bench-only URLconf.
 
-Production never loads this module. It adds one URL, the bare view the ingest endpoint is
-compared with, and turns DEBUG off (DEBUG keeps every SQL query in memory, which skews a
+Production never loads this module. It adds the reference views the ingest endpoint is compared with
+(bench/ingest_urls.py), and turns DEBUG off (DEBUG keeps every SQL query in memory, which skews a
 benchmark).
 """
 
 from config.settings import *  # noqa: F401,F403
 
 ROOT_URLCONF = "bench.ingest_urls"
+MIDDLEWARE = [*MIDDLEWARE]  # noqa: F405
+MIDDLEWARE.insert(MIDDLEWARE.index("tracking.middleware.SnippetIngestMiddleware") + 1,
+                  "bench.ingest_urls.ValidateOnlyMiddleware")
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}

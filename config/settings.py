@@ -41,6 +41,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "tracking.middleware.SnippetIngestMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -234,6 +235,8 @@ ADSYNC_FLUSH_LANES = env_int("ADSYNC_FLUSH_LANES", 2)
 ADSYNC_FLUSH_MINUTES = env_int("ADSYNC_FLUSH_MINUTES", 2)
 # How often the worker stores the snippet's accepted hits (tracking/inbox.py); every flush does it first too.
 ADSYNC_INBOX_MINUTES = env_int("ADSYNC_INBOX_MINUTES", 1)
+# The snippet's hits waiting in one web process share one INSERT and one commit (tracking/group_commit.py).
+ADSYNC_INBOX_GROUP_COMMIT = env_bool("ADSYNC_INBOX_GROUP_COMMIT", True)
 # Proactive token refresh (adsync.lifecycle): tokens expiring within 15 minutes while pushes wait,
 # and every connection not refreshed for 7 days. See docs/connections.md.
 ADSYNC_TOKEN_REFRESH_MINUTES = env_int("ADSYNC_TOKEN_REFRESH_MINUTES", 10)

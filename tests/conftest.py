@@ -43,6 +43,16 @@ def microsoft_test_double_urls(settings):
     return settings
 
 
+@pytest.fixture(autouse=True)
+def group_commit_writer_closed():
+    """The inbox's group-commit thread keeps its own connection: close it after each test, or the
+    test database could not be dropped (nor a transactional test's tables be flushed) under it."""
+    yield
+    from tracking.inbox import group_writer
+
+    group_writer.close_connection()
+
+
 @pytest.fixture
 def mocked():
     with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as rsps:

@@ -16,6 +16,8 @@ from unittest import mock
 import pytest
 import time_machine
 from django.db import IntegrityError
+from django.db import connection as db_connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from adsync.models import Click, Connection, Conversion, GoalMapping, Push, Site
@@ -267,6 +269,21 @@ def test_an_allowed_origin_is_echoed_and_no_cookie_is_set(client, shop):
     assert response["Access-Control-Allow-Origin"] == ORIGIN + "/"
     assert "Origin" in response["Vary"]
     assert not response.cookies  # no CSRF cookie, no session
+
+
+def test_the_snippet_endpoint_keeps_security_headers_and_ignores_staff_sessions(client, shop, admin_user):
+    """tracking/middleware.py answers after SecurityMiddleware and before the session and sign-in
+    middleware: a staff member browsing a client site sends their session cookie along, and it is
+    neither read nor renewed."""
+    client.force_login(admin_user)
+    with CaptureQueriesContext(db_connection) as queries:
+        response = collect(client, conversion_body(shop))
+
+    assert response.status_code == 202
+    assert not response.cookies
+    assert "Cookie" not in response.get("Vary", "")
+    assert response["X-Content-Type-Options"] == "nosniff"  # SecurityMiddleware still runs first
+    assert not [q for q in queries if "django_session" in q["sql"] or "auth_user" in q["sql"]]
 
 
 def test_a_refused_origin_gets_403_and_nothing_is_stored(client, shop):

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_safe
 
 from adsync.models import Conversion, Push, Site, format_conversion_time
 from tracking import http, inbox, ingest, payloads
+from tracking.group_commit import CommitTimeout
 from tracking.payloads import PayloadError
 from tracking.site_cache import site_for_key
 
@@ -66,6 +67,8 @@ def collect(request: HttpRequest) -> HttpResponse:
         kind = inbox.accept(site, event)
     except inbox.SiteGone:
         return http.allow_origin(http.json_error(404, "site: unknown site key"), None)
+    except CommitTimeout:  # the database is stuck: say so, the browser may try again later
+        return http.allow_origin(http.json_error(503, "service: busy, try again later", Retry_After="60"), origin)
     return http.allow_origin(JsonResponse({"ok": True, "accepted": kind}, status=202), origin)
 
 
