@@ -2,8 +2,9 @@
 
 Pushes by status per day as a server-rendered SVG (nothing fetched, no script), the match
 rate (sent / all pushes), the pending_identity share, last flush, last insights sync and a
-link to each card. Two queries whatever the data: connections, and one aggregate of pushes
-per connection, day and status.
+link to each card; above them, the snippet's inbox (hits accepted but not stored yet), whose
+oldest waiting hit tells whether the worker keeps up. Three queries whatever the data:
+connections, one aggregate of pushes per connection, day and status, and one of the inbox.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count
+from django.db.models import Count, Min, Q
 from django.db.models.functions import TruncDate
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -23,6 +24,9 @@ from django.utils.http import urlencode
 from adsync.models import Connection, Push
 
 DAYS = 14
+# The worker stores the inbox every minute and before every flush: a hit older than this means it is
+# behind (a burst larger than it stores per run) or not running at all.
+INBOX_LATE = timedelta(minutes=5)
 STATUS_ORDER = [Push.SENT, Push.PENDING_IDENTITY, Push.ERROR, Push.QUEUED]
 COLOURS = {Push.SENT: "#1a7f37", Push.PENDING_IDENTITY: "#d4a72c", Push.ERROR: "#cf222e", Push.QUEUED: "#0969da"}
 CHART_HEIGHT = 120
@@ -120,6 +124,32 @@ def _lay_out(bars: list[DayBar]) -> int:
     return peak
 
 
+@dataclass
+class InboxBacklog:
+    """Snippet hits accepted but not stored yet (tracking.Hit), and those an operator must look at."""
+
+    waiting: int
+    failed: int
+    oldest: datetime | None
+    now: datetime
+
+    @classmethod
+    def read(cls) -> InboxBacklog:
+        from tracking.models import Hit
+
+        row = Hit.objects.aggregate(waiting=Count("id", filter=Q(error="")), failed=Count("id", filter=~Q(error="")),
+                                    oldest=Min("received_at", filter=Q(error="")))
+        return cls(row["waiting"], row["failed"], row["oldest"], timezone.now())
+
+    @property
+    def late(self) -> bool:
+        return self.oldest is not None and self.now - self.oldest > INBOX_LATE
+
+    @property
+    def admin_url(self) -> str:
+        return reverse("admin:tracking_hit_changelist")
+
+
 def daily_counts(start: datetime) -> dict[tuple[int, date], dict[str, int]]:
     """{(connection id, day): {status: pushes}} in one aggregate query."""
     rows = (Push.objects.filter(created_at__gte=start).annotate(day=TruncDate("created_at"))
@@ -152,6 +182,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         **admin.site.each_context(request),
         "title": "Sync dashboard",
         "panels": build_panels(),
+        "inbox": InboxBacklog.read(),
         "days": DAYS,
         "legend": [(status, COLOURS[status]) for status in STATUS_ORDER],
         "chart_width": chart_width(),

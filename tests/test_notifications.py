@@ -454,6 +454,27 @@ def test_the_dashboard_shows_each_connection_with_its_chart_and_rates(admin_clie
     assert "http" not in panel.replace("http://www.w3.org/2000/svg", "")  # nothing fetched
 
 
+def test_the_dashboard_shows_the_snippet_inbox_and_warns_when_the_worker_falls_behind(admin_client, make_site):
+    from tracking.models import Hit
+
+    site = make_site()
+    now = timezone.now()
+    Hit.objects.create(site=site, kind=Hit.CONVERSION, payload={}, received_at=now - timedelta(seconds=30))
+    def page() -> str:  # one space for any run of whitespace (template line breaks, &nbsp; in "12 minutes")
+        return " ".join(admin_client.get("/admin/adsync/dashboard/").content.decode().split())
+
+    assert "<strong>1</strong> hit(s) waiting to be stored, the oldest received 0 minutes ago." in page()
+    assert "not running" not in page()
+
+    Hit.objects.create(site=site, kind=Hit.CONVERSION, payload={}, received_at=now - timedelta(minutes=12))
+    Hit.objects.create(site=site, kind=Hit.CLICK, payload={}, received_at=now - timedelta(hours=2),
+                       error="KeyError: 'msclkid'")
+    text = page()
+    assert "<strong>2</strong> hit(s) waiting to be stored, the oldest received 12 minutes ago" in text
+    assert "the worker is behind or not running" in text  # the failed hit's age does not count
+    assert 'href="/admin/tracking/hit/?error__isempty=0">1 could not be stored</a>' in text
+
+
 def test_the_admin_index_links_to_the_dashboard(admin_client):
     assert 'href="/admin/adsync/dashboard/"' in admin_client.get("/admin/").content.decode()
 
