@@ -148,4 +148,4 @@ def store(hit: Hit) -> None:
     if data["occurred_at"] is not None:
         data["occurred_at"] = datetime.fromisoformat(data["occurred_at"])
     ingest.record_conversion(hit.site, ConversionPayload(**data), source=Conversion.SOURCE_BROWSER,
-                             now=hit.received_at)
+                             now=hit.received_at, read_pushes=False)

@@ -43,12 +43,14 @@ def record_click(site: Site, payload: ClickPayload, now: datetime | None = None)
 
 
 def record_conversion(
-    site: Site, payload: ConversionPayload, *, source: str, now: datetime | None = None
+    site: Site, payload: ConversionPayload, *, source: str, now: datetime | None = None, read_pushes: bool = True
 ) -> Recorded:
     """Store one conversion and its pushes, or return the stored one for a repeated order id.
 
     Insert first, look up only on a conflict: a new order (the usual case) costs one query less
     than looking first, and a repeat or a race ends the same way, in the unique constraint.
+    `read_pushes=False` (the inbox drain, which answers no one) leaves `Recorded.pushes` empty
+    and saves the query that reads them back.
     """
     conversion = _build(site, payload, source, now or timezone.now())
     try:
@@ -61,8 +63,8 @@ def record_conversion(
         existing = _find_existing(site, payload) if payload.order_id is not None else None
         if existing is None:
             raise
-        return _recorded(existing, created=False)
-    return _recorded(conversion, created=True)
+        return _recorded(existing, created=False, read_pushes=read_pushes)
+    return _recorded(conversion, created=True, read_pushes=read_pushes)
 
 
 def record_conversions(
@@ -117,7 +119,7 @@ def _explain_earlier_conversions(conversion: Conversion) -> None:
                      hashed_phone=conversion.hashed_phone)
 
 
-def _recorded(conversion: Conversion, *, created: bool) -> Recorded:
+def _recorded(conversion: Conversion, *, created: bool, read_pushes: bool = True) -> Recorded:
     # bulk_create(ignore_conflicts=True) returns rows without ids on some backends: read them back.
-    pushes = list(conversion.pushes.order_by("id"))
+    pushes = list(conversion.pushes.order_by("id")) if read_pushes else []
     return Recorded(conversion=conversion, created=created, pushes=pushes)
