@@ -283,7 +283,17 @@ def test_the_snippet_endpoint_keeps_security_headers_and_ignores_staff_sessions(
     assert not response.cookies
     assert "Cookie" not in response.get("Vary", "")
     assert response["X-Content-Type-Options"] == "nosniff"  # SecurityMiddleware still runs first
+    assert "X-Frame-Options" not in response  # the short path: the rest of the stack did not run
     assert not [q for q in queries if "django_session" in q["sql"] or "auth_user" in q["sql"]]
+
+
+def test_the_short_path_also_serves_an_instance_mounted_under_a_prefix(client, shop):
+    body = json.dumps(conversion_body(shop))
+    response = client.post("/t/v1/collect", body, content_type="text/plain", headers={"Origin": ORIGIN},
+                           SCRIPT_NAME="/adsync")
+
+    assert response.status_code == 202
+    assert "X-Frame-Options" not in response
 
 
 def test_a_refused_origin_gets_403_and_nothing_is_stored(client, shop):

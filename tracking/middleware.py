@@ -11,7 +11,7 @@ Every other method on the same URL (OPTIONS preflights, a stray GET) takes the n
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 
 from tracking import views
 
@@ -23,8 +23,8 @@ class SnippetIngestMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.method == "POST":
-            if self.collect_path is None:
-                self.collect_path = reverse("tracking:collect")
+            if self.collect_path is None:  # as request.path_info has it: without the script prefix
+                self.collect_path = "/" + reverse("tracking:collect").removeprefix(get_script_prefix())
             if request.path_info == self.collect_path:
                 return views.collect(request)
         return self.get_response(request)
