@@ -60,7 +60,7 @@ def accept(site: Site, report: ClickPayload | ConversionPayload, now: datetime |
         payload["occurred_at"] = report.occurred_at.isoformat() if report.occurred_at else None
     row = (site.pk, kind, payload, now or timezone.now())
     try:
-        if settings.ADSYNC_INBOX_GROUP_COMMIT and not db_connection.in_atomic_block:
+        if _shares_commits():
             group_writer.write(row)
         else:
             insert_hits([row])
@@ -68,6 +68,13 @@ def accept(site: Site, report: ClickPayload | ConversionPayload, now: datetime |
         forget(site.key)
         raise SiteGone(site.key) from None
     return kind
+
+
+def _shares_commits() -> bool:
+    """Group commit, unless the caller holds a transaction (the hit then joins it) or the database is
+    a private in-memory SQLite one (`sqlite://:memory:`), which the writer thread's connection would not see."""
+    return (settings.ADSYNC_INBOX_GROUP_COMMIT and not db_connection.in_atomic_block
+            and db_connection.settings_dict["NAME"] != ":memory:")
 
 
 def insert_hits(rows: list[tuple]) -> None:
