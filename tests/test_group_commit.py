@@ -50,6 +50,14 @@ def wait_until(condition, seconds: float = 10.0) -> None:
         time.sleep(0.01)
 
 
+def insert_waits_on_the_lock() -> bool:
+    """The writer's INSERT is in PostgreSQL, waiting for the inbox lock."""
+    with db_connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = %s::regclass",
+                       [Hit._meta.db_table])
+        return cursor.fetchone()[0] > 0
+
+
 @pytest.fixture
 def locked_inbox():
     """Another session holds the inbox table: inserts wait until `release()` commits."""
@@ -100,13 +108,12 @@ def test_hits_waiting_together_share_one_commit(locked_inbox):
     writer = inbox.group_writer
     first = Posting(site, "A-0")
     first.start()
-    wait_until(lambda: writer._thread is not None and writer._queue.qsize() == 0)  # the writer holds it
-    time.sleep(0.2)
+    wait_until(insert_waits_on_the_lock)  # the writer has taken it and waits
     batches, rows = writer.batches, writer.rows
     others = [Posting(site, f"A-{i}") for i in range(1, 10)]
     for p in others:
         p.start()
-    wait_until(lambda: writer._queue.qsize() == 9)
+    wait_until(lambda: writer.queued() == 9)
     locked_inbox.commit()
     for p in [first, *others]:
         p.join(10)
@@ -122,12 +129,11 @@ def test_a_site_deleted_meanwhile_fails_only_its_own_hit(locked_inbox):
     writer = inbox.group_writer
     first = Posting(shop, "A-1")
     first.start()
-    wait_until(lambda: writer._thread is not None and writer._queue.qsize() == 0)
-    time.sleep(0.2)
+    wait_until(insert_waits_on_the_lock)
     same_batch = [Posting(shop, "A-2"), Posting(gone, "B-1")]
     for p in same_batch:
         p.start()
-    wait_until(lambda: writer._queue.qsize() == 2)
+    wait_until(lambda: writer.queued() == 2)
     with locked_inbox.cursor() as cursor:  # the site goes while its hit waits in the batch
         cursor.execute(f"DELETE FROM {Site._meta.db_table} WHERE id = %s", [gone.pk])
     locked_inbox.commit()

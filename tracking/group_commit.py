@@ -78,6 +78,10 @@ class GroupWriter:
                 self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
                 self._thread.start()
 
+    def queued(self) -> int | None:
+        """Rows handed over but not yet taken by the writer; None before its first row."""
+        return None if self._thread is None else self._queue.qsize()
+
     def close_connection(self) -> None:
         """Have the writer close its database connection (it reopens on the next row); tests call
         this before their database is dropped."""
