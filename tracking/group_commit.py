@@ -123,9 +123,9 @@ class GroupWriter:
                 for waiting in batch:  # find the row at fault; the others are stored
                     try:
                         self.write_rows([waiting.row])
-                    except Exception as exc:  # handed to the request that sent the row
+                    except Exception as exc:  # noqa: BLE001 - handed to the request that sent the row
                         waiting.error = exc
-        except Exception as exc:  # every request of the batch answers with it
+        except Exception as exc:  # noqa: BLE001 - every request of the batch answers with it
             for waiting in batch:
                 waiting.error = waiting.error or exc
         finally:
