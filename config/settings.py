@@ -237,6 +237,8 @@ ADSYNC_FLUSH_MINUTES = env_int("ADSYNC_FLUSH_MINUTES", 2)
 ADSYNC_INBOX_MINUTES = env_int("ADSYNC_INBOX_MINUTES", 1)
 # The snippet's hits waiting in one web process share one INSERT and one commit (tracking/group_commit.py).
 ADSYNC_INBOX_GROUP_COMMIT = env_bool("ADSYNC_INBOX_GROUP_COMMIT", True)
+# Drain tasks storing a backlog at once (PostgreSQL; needs as many django-q workers, ADSYNC_Q_WORKERS).
+ADSYNC_INBOX_DRAINERS = env_int("ADSYNC_INBOX_DRAINERS", 1)
 # Proactive token refresh (adsync.lifecycle): tokens expiring within 15 minutes while pushes wait,
 # and every connection not refreshed for 7 days. See docs/connections.md.
 ADSYNC_TOKEN_REFRESH_MINUTES = env_int("ADSYNC_TOKEN_REFRESH_MINUTES", 10)

@@ -113,7 +113,24 @@ def drain(seconds: float | None = None) -> DrainResult:
 
 
 def scheduled_drain() -> str:
-    """django-q2 schedule `adsync:inbox`: at most 50 s, so runs a minute apart do not pile up."""
+    """django-q2 schedule `adsync:inbox`: at most 50 s, so runs a minute apart do not pile up.
+
+    One process stores a few hundred hits a second at most (the ORM work of each hit). When more
+    than a chunk waits, ADSYNC_INBOX_DRAINERS - 1 helper tasks join in on other django-q workers:
+    on PostgreSQL each locks its own chunks (SKIP LOCKED). SQLite serialises writers, so there
+    helpers would only wait: none are queued.
+    """
+    helpers = settings.ADSYNC_INBOX_DRAINERS - 1
+    if helpers > 0 and db_connection.vendor == "postgresql" and pending()[CHUNK:CHUNK + 1].exists():
+        from django_q.tasks import async_task
+
+        for _ in range(helpers):
+            async_task("tracking.inbox.helper_drain", group="adsync:inbox-helpers")
+    return drain(seconds=50).line()
+
+
+def helper_drain() -> str:
+    """A helper queued by scheduled_drain: the same bounded drain, beside it."""
     return drain(seconds=50).line()
 
 
