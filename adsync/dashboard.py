@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Min, Q
+from django.db.models import Count
 from django.db.models.functions import TruncDate
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -126,7 +126,7 @@ def _lay_out(bars: list[DayBar]) -> int:
 
 @dataclass
 class InboxBacklog:
-    """Snippet hits accepted but not stored yet (tracking.Hit), and those an operator must look at."""
+    """The snippet inbox's line on the dashboard: hits accepted but not stored yet, and failed ones."""
 
     waiting: int
     failed: int
@@ -135,11 +135,11 @@ class InboxBacklog:
 
     @classmethod
     def read(cls) -> InboxBacklog:
-        from tracking.models import Hit
+        # tracking builds on adsync's models: imported when used, not at import time.
+        from tracking import inbox
 
-        row = Hit.objects.aggregate(waiting=Count("id", filter=Q(error="")), failed=Count("id", filter=~Q(error="")),
-                                    oldest=Min("received_at", filter=Q(error="")))
-        return cls(row["waiting"], row["failed"], row["oldest"], timezone.now())
+        held = inbox.backlog()
+        return cls(held.waiting, held.failed, held.oldest, timezone.now())
 
     @property
     def late(self) -> bool:

@@ -94,6 +94,22 @@ def test_process_again_stores_a_hit_whose_earlier_failure_has_passed(client, sit
     assert Conversion.objects.get().order_id == "A-1"
 
 
+def test_process_again_behind_a_backlog_answers_at_once_and_leaves_the_rest_to_the_worker(
+        client, site, admin_client, monkeypatch):
+    from tracking import admin as inbox_admin
+
+    post(client, purchase(site))
+    Hit.objects.update(error="OperationalError: the database was restarting")
+    monkeypatch.setattr(inbox_admin, "ADMIN_DRAIN_SECONDS", 1e-9)  # as if a backlog used the whole budget
+
+    response = admin_client.post("/admin/tracking/hit/", {
+        "action": "process_again", "_selected_action": list(Hit.objects.values_list("pk", flat=True))}, follow=True)
+
+    assert [str(m) for m in response.context["messages"]] == ["inbox: 0 stored, 0 failed; the worker stores the rest"]
+    assert inbox.pending().count() == 1  # cleared, queued again for the worker
+    assert inbox.drain().stored == 1
+
+
 def test_a_flush_stores_the_inbox_first(client, site, connection, mocked):
     post(client, purchase(site))
     mocked.post(APPLY_URL, json={"PartialErrors": []}, headers={"TrackingId": "t"})

@@ -19,7 +19,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db import connection as db_connection
-from django.db.models import QuerySet
+from django.db.models import Count, Min, Q, QuerySet
 from django.utils import timezone
 
 from adsync.models import Conversion, Site
@@ -32,6 +32,8 @@ from tracking.site_cache import forget
 log = logging.getLogger(__name__)
 
 CHUNK = 100  # hits per transaction
+DRAIN_SECONDS = 50  # a scheduled drain's budget: runs a minute apart do not pile up
+WAITING = Q(error="")  # a hit that failed waits for an operator instead (admin → Process again)
 
 
 @dataclass
@@ -113,7 +115,7 @@ def drain(seconds: float | None = None) -> DrainResult:
 
 
 def scheduled_drain() -> str:
-    """django-q2 schedule `adsync:inbox`: at most 50 s, so runs a minute apart do not pile up.
+    """django-q2 schedule `adsync:inbox`: at most DRAIN_SECONDS.
 
     One process stores a few hundred hits a second at most (the ORM work of each hit). When more
     than a chunk waits, ADSYNC_INBOX_DRAINERS - 1 helper tasks join in on other django-q workers:
@@ -126,17 +128,31 @@ def scheduled_drain() -> str:
 
         for _ in range(helpers):
             async_task("tracking.inbox.helper_drain", group="adsync:inbox-helpers")
-    return drain(seconds=50).line()
+    return helper_drain()
 
 
 def helper_drain() -> str:
-    """A helper queued by scheduled_drain: the same bounded drain, beside it."""
-    return drain(seconds=50).line()
+    """A helper queued by scheduled_drain, beside it: the same bounded drain."""
+    return drain(seconds=DRAIN_SECONDS).line()
 
 
 def pending() -> QuerySet[Hit]:
-    """Hits waiting to be stored; failed ones wait for an operator instead."""
-    return Hit.objects.filter(error="")
+    """Hits waiting to be stored."""
+    return Hit.objects.filter(WAITING)
+
+
+@dataclass
+class Backlog:
+    waiting: int
+    failed: int
+    oldest: datetime | None  # received_at of the oldest waiting hit
+
+
+def backlog() -> Backlog:
+    """What the inbox holds, in one aggregate query (the sync dashboard)."""
+    row = Hit.objects.aggregate(waiting=Count("id", filter=WAITING), failed=Count("id", filter=~WAITING),
+                                oldest=Min("received_at", filter=WAITING))
+    return Backlog(row["waiting"], row["failed"], row["oldest"])
 
 
 def _drain_chunk(result: DrainResult) -> int:
