@@ -243,7 +243,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=15, help="seconds per measured run, default 15")
     parser.add_argument("--rounds", type=int, default=2, help="bare/roundtrip/collect triples, alternated; default 2")
     parser.add_argument("--workers", type=int, help="gunicorn workers (default: gunicorn.conf.py's)")
-    parser.add_argument("--worker-class", help="gunicorn worker class (default: gunicorn.conf.py's, gthread)")
+    parser.add_argument("--worker-class", help="gunicorn worker class (default: gunicorn.conf.py's, gevent)")
     parser.add_argument("--threads", type=int, help="threads per gunicorn worker (default: gunicorn.conf.py's)")
     parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads, default 2")
     parser.add_argument("--rate", type=float, action="append",
@@ -273,14 +273,16 @@ def main() -> None:
     server = start_gunicorn(port, args)
     try:
         warm, results, opened = run_all(port, args)
+        commits = group_commits(port, args.workers)
     finally:
         stop(server)
     engine = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
     print(f"database: {engine}  cores: {os.cpu_count()}  gunicorn: {args.workers} x {args.worker_class}"
-          f"{f' ({args.threads} threads)' if args.threads > 1 else ''}  wrk: {args.wrk_threads} threads, "
+          f"{f' ({args.threads} threads)' if args.worker_class == 'gthread' else ''}  wrk: {args.wrk_threads} threads, "
           f"{args.connections} connections, {args.duration:g} s x {args.rounds} rounds  "
           f"history: {args.history} conversions  load average before: {load_before:.1f}")
     report(results, opened, args)
+    print(commits, flush=True)  # the drain below takes minutes after a long run
     check_stored([warm["collect"], *results["collect"]], opened, args.connections)
 
 
@@ -322,6 +324,20 @@ def report(results: dict, opened: list, args) -> None:
     print(f"open loop, {args.connections} clients at a fixed total rate (latency from each request's due time):")
     for mode, rate, r in opened:
         print_row(f"{mode}@{rate:g}/s", r)
+
+
+def group_commits(port: int, workers: int) -> str:
+    """What the gunicorn processes' group-commit writers did (bench/ingest_urls.py's /bench/writer)."""
+    seen: dict[int, dict] = {}
+    for _ in range(workers * 20):  # each request lands on whichever process accepts it
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/bench/writer", timeout=5) as answer:
+            stats = json.load(answer)
+        seen[stats["pid"]] = stats
+        if len(seen) == workers:
+            break
+    rows, batches = sum(s["rows"] for s in seen.values()), sum(s["batches"] for s in seen.values())
+    return (f"group commit: {rows} hits in {batches} commits ({rows / max(batches, 1):.1f} hits per commit) "
+            f"in {len(seen)} of {workers} processes")
 
 
 def check_stored(closed_runs: list[dict], opened: list, connections: int) -> None:

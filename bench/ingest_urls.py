@@ -3,10 +3,13 @@
 - /bench/bare: reads the body and answers small JSON, no database. It passes through the same
   middleware as /t/v1/collect, so the difference between the two is what the ingest costs.
 - /bench/roundtrip: the same plus one `SELECT 1` in the request.
+- /bench/writer: this process's group-commit writer's counts (hits, commits).
 - /bench/validate: /t/v1/collect without writing the hit; ValidateOnlyMiddleware gives it the
   same short path past the staff middleware (tracking/middleware.py), so the difference between
   it and collect is the durable write.
 """
+
+import os
 
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -15,6 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from config.urls import urlpatterns as project_urlpatterns
 from tracking import http, payloads
+from tracking.inbox import group_writer
 from tracking.site_cache import site_for_key
 
 
@@ -44,6 +48,11 @@ def validate(request: HttpRequest) -> HttpResponse:
     return http.allow_origin(JsonResponse({"ok": True, "accepted": "conversion"}, status=202), origin)
 
 
+def writer_stats(request: HttpRequest) -> JsonResponse:
+    """GET: this process's group-commit writer so far: hits written and commits (tracking/group_commit.py)."""
+    return JsonResponse({"pid": os.getpid(), "rows": group_writer.rows, "batches": group_writer.batches})
+
+
 class ValidateOnlyMiddleware:
     """Listed right after tracking's SnippetIngestMiddleware in bench/ingest_settings.py."""
 
@@ -56,4 +65,5 @@ class ValidateOnlyMiddleware:
         return self.get_response(request)
 
 
-urlpatterns = [path("bench/bare", bare), path("bench/roundtrip", roundtrip), *project_urlpatterns]
+urlpatterns = [path("bench/bare", bare), path("bench/roundtrip", roundtrip), path("bench/writer", writer_stats),
+               *project_urlpatterns]

@@ -84,6 +84,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+elif DATABASE_POOL_SIZE := env_int("DATABASE_POOL_SIZE", 0):
+    # gunicorn.conf.py sets this for the web processes: under gevent every request is a greenlet
+    # with its own Django connection, so without a pool a burst of requests that read the database
+    # (a flood of made-up site keys, say) could open as many connections as there are clients.
+    # Requests past the pool's size wait for a free connection (up to 10 s, then an error).
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps the connections instead
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1, "max_size": DATABASE_POOL_SIZE, "timeout": 10}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

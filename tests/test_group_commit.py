@@ -158,3 +158,24 @@ def test_a_stuck_database_answers_503_and_the_hit_is_still_stored_once(locked_in
     assert post(site, "A-1").status_code == 202
     inbox.drain()
     assert Conversion.objects.filter(site=site, order_id="A-1").count() == 1
+
+
+class Stopped(BaseException):
+    """What stops a writer from outside, as gevent's GreenletExit does when a worker shuts down."""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_writer_stopped_mid_batch_fails_its_rows_and_the_next_row_gets_a_new_writer():
+    written: list = []
+
+    def write_rows(rows: list[tuple], connection) -> None:
+        if not written:
+            written.append("stopped")
+            raise Stopped
+        written.extend(rows)
+
+    writer = group_commit.GroupWriter(write_rows)
+    with pytest.raises(Stopped):  # not answered as stored: the writer never committed it
+        writer.write(("first",))
+    writer.write(("second",))
+    assert written == ["stopped", ("second",)]

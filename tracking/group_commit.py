@@ -2,11 +2,12 @@
 
 A hit may be answered 202 only once it is committed (accepted data is never lost), and on a
 busy endpoint that commit (a database round trip and a WAL flush) costs more than the rest of
-the request. Under threaded workers (gunicorn's gthread, see gunicorn.conf.py) many requests
-of one process wait for their commit at the same moment. Each hands its row to the process's
-writer thread and waits; the writer writes every row waiting in one statement, commits once,
-and wakes them all. While it writes, the next rows gather: batches grow with the load, and a
-lone request waits for no one (there is no timer).
+the request. Under gunicorn's gevent workers (gunicorn.conf.py) many requests of one process
+wait for their commit at the same moment. Each hands its row to the process's writer (a thread,
+which gevent makes a greenlet) and waits; the writer writes every row waiting in one statement,
+commits once, and wakes them all. While it writes, the next rows gather: batches grow with the
+load (5–10 hits per commit at saturation in docs/performance.md), and a lone request waits for
+no one (there is no timer). Threaded workers work the same way, with smaller batches.
 
 Nothing is answered before its commit: a crash loses only requests that were never answered
 (the browser's call failed), and a failed batch fails every request in it with the same error.
@@ -21,7 +22,9 @@ import queue
 import threading
 from collections.abc import Callable
 
-from django.db import IntegrityError, connection
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.utils import load_backend
 
 MAX_BATCH = 500  # rows per statement
 WAIT_SECONDS = 30.0  # a request stops waiting for its commit after this long (a stuck database)
@@ -45,11 +48,19 @@ class _Waiting:
         self.error: BaseException | None = None
 
 
+def own_connection() -> BaseDatabaseWrapper:
+    """The writer's own connection to the default database, persistent and outside any pool
+    (DATABASE_POOL_SIZE): the requests waiting for the writer may hold every pooled connection."""
+    settings_dict = {**connections.settings[DEFAULT_DB_ALIAS], "CONN_MAX_AGE": None}
+    settings_dict["OPTIONS"] = {k: v for k, v in settings_dict.get("OPTIONS", {}).items() if k != "pool"}
+    return load_backend(settings_dict["ENGINE"]).DatabaseWrapper(settings_dict, DEFAULT_DB_ALIAS)
+
+
 class GroupWriter:
     """Hands rows to one writer thread per process, which passes them to `write_rows` in batches."""
 
-    def __init__(self, write_rows: Callable[[list[tuple]], None]) -> None:
-        self.write_rows = write_rows  # writes a list of rows in one statement, in autocommit
+    def __init__(self, write_rows: Callable[[list[tuple], BaseDatabaseWrapper], None]) -> None:
+        self.write_rows = write_rows  # writes a list of rows in one statement on a connection in autocommit
         self._starting = threading.Lock()
         self._reset()
 
@@ -63,7 +74,7 @@ class GroupWriter:
         """Return once `row` is committed; raise what writing it raised, or CommitTimeout."""
         if self._pid != os.getpid():  # a forked child: the parent's thread and queue are not ours
             self._reset()
-        if self._thread is None or not self._thread.is_alive():
+        if self._thread is None:  # cheaper than is_alive(): the writer clears it if it ever stops
             self._start()
         waiting = _Waiting(row)
         self._queue.put(waiting)
@@ -74,7 +85,7 @@ class GroupWriter:
 
     def _start(self) -> None:
         with self._starting:
-            if self._thread is None or not self._thread.is_alive():
+            if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
                 self._thread.start()
 
@@ -91,11 +102,21 @@ class GroupWriter:
             waiting.done.acquire(timeout=WAIT_SECONDS)
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:  # stopped by an error outside a batch's outcome, or from outside (GreenletExit)
+            with self._starting:
+                self._thread = None
+            if not self._queue.empty():  # rows handed over meanwhile get a new writer
+                self._start()
+
+    def _serve(self) -> None:
+        self._db = own_connection()  # made in this thread, which alone uses it
         while True:
             try:
                 batch = [self._queue.get(timeout=IDLE_SECONDS)]
             except queue.Empty:
-                connection.close()  # an idle process holds no connection for the writer
+                self._db.close()  # an idle process holds no connection for the writer
                 continue
             while len(batch) < MAX_BATCH:
                 try:
@@ -106,28 +127,30 @@ class GroupWriter:
             if rows:
                 self._write(rows)
             if len(rows) < len(batch):
-                connection.close()
+                self._db.close()
                 for waiting in batch:
                     if waiting.row is _CLOSE:
                         waiting.done.release()
 
     def _write(self, batch: list[_Waiting]) -> None:
         try:
-            # This thread never sees a request's end, where Django drops broken or expired connections.
-            connection.close_if_unusable_or_obsolete()
+            # This thread never sees a request's end, where Django drops broken connections.
+            self._db.close_if_unusable_or_obsolete()
             try:
-                self.write_rows([waiting.row for waiting in batch])
+                self.write_rows([waiting.row for waiting in batch], self._db)
             except IntegrityError:
                 if len(batch) == 1:
                     raise
                 for waiting in batch:  # find the row at fault; the others are stored
                     try:
-                        self.write_rows([waiting.row])
+                        self.write_rows([waiting.row], self._db)
                     except Exception as exc:  # noqa: BLE001 - handed to the request that sent the row
                         waiting.error = exc
-        except Exception as exc:  # noqa: BLE001 - every request of the batch answers with it
+        except BaseException as exc:  # every request of the batch answers with it
             for waiting in batch:
                 waiting.error = waiting.error or exc
+            if not isinstance(exc, Exception):  # the writer is being stopped (GreenletExit, SystemExit...)
+                raise
         finally:
             self.batches += 1
             self.rows += len(batch)

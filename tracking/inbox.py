@@ -19,6 +19,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db import connection as db_connection
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Count, Min, Q, QuerySet
 from django.utils import timezone
 
@@ -79,17 +80,18 @@ def _shares_commits() -> bool:
             and db_connection.settings_dict["NAME"] != ":memory:")
 
 
-def insert_hits(rows: list[tuple]) -> None:
-    """One INSERT for (site id, kind, payload dict, received_at) rows.
+def insert_hits(rows: list[tuple], connection: BaseDatabaseWrapper = db_connection) -> None:
+    """One INSERT for (site id, kind, payload dict, received_at) rows (on the group writer's
+    connection, or the caller's).
 
     On PostgreSQL the rows travel as one JSON array parameter, unpacked by the server: encoding
     one list in C costs far less than binding four parameters per row in Python.
     """
-    with db_connection.cursor() as cursor:
-        if db_connection.vendor == "postgresql":
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
             cursor.execute(_INSERT_FROM_JSON, [json.dumps([(s, k, p, t.isoformat()) for s, k, p, t in rows])])
         else:
-            adapt = db_connection.ops.adapt_datetimefield_value
+            adapt = connection.ops.adapt_datetimefield_value
             cursor.execute(_INSERT_VALUES + ", ".join([_ROW] * len(rows)),
                            [v for s, k, p, t in rows for v in (s, k, json.dumps(p), adapt(t))])
 
