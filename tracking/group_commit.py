@@ -74,10 +74,12 @@ class GroupWriter:
         """Return once `row` is committed; raise what writing it raised, or CommitTimeout."""
         if self._pid != os.getpid():  # a forked child: the parent's thread and queue are not ours
             self._reset()
-        if self._thread is None:  # cheaper than is_alive(): the writer clears it if it ever stops
-            self._start()
         waiting = _Waiting(row)
         self._queue.put(waiting)
+        # Checked after the put: a writer that stops clears _thread, then starts a new one if rows
+        # wait, so either it sees this row or this sees it gone. (Cheaper than is_alive().)
+        if self._thread is None:
+            self._start()
         if not waiting.done.acquire(timeout=WAIT_SECONDS):
             raise CommitTimeout(f"no commit within {WAIT_SECONDS:g} s")
         if waiting.error is not None:
