@@ -144,8 +144,9 @@ def test_a_site_deleted_by_another_process_after_it_was_cached_is_a_404(client, 
 
 
 def queue_hits(site: Site, count: int) -> None:
+    """`count` conversions of as many visitors, queued as accept() queues them (with their lanes)."""
     Hit.objects.bulk_create(
-        Hit(site=site, kind=Hit.CONVERSION, payload={
+        Hit(site=site, kind=Hit.CONVERSION, lane=inbox.lane_of(f"v{i}"), payload={
             "event": "purchase", "order_id": f"B-{i}", "value": "10.000", "currency": "USD", "occurred_at": None,
             "msclkid": f"clk{i:05d}", "visitor_id": f"v{i}", "hashed_email": "", "hashed_phone": ""})
         for i in range(count))
@@ -178,6 +179,46 @@ def test_concurrent_drains_store_every_hit_once_and_share_the_work(site, connect
     assert sum(1 for r in results if r.stored) > 1  # each locked its own chunks instead of waiting
     assert Conversion.objects.values("order_id").distinct().count() == Conversion.objects.count() == 3 * inbox.CHUNK
     assert Push.objects.count() == 3 * inbox.CHUNK and not Hit.objects.exists()
+
+
+def test_a_visitors_hits_share_a_lane_and_the_lanes_spread_visitors(client, site):
+    for visitor in ("v1", "v2", "v3", "v4"):
+        post(client, {"site": site.key, "type": "click", "visitorId": visitor, "msclkid": f"clk-{visitor}",
+                      "url": ORIGIN})
+        post(client, purchase(site, visitorId=visitor, orderId=f"A-{visitor}", msclkid=f"clk-{visitor}"))
+
+    lanes = {}
+    for hit in Hit.objects.order_by("id"):
+        lanes.setdefault(hit.payload["visitor_id"], set()).add(hit.lane)
+    assert all(len(lane) == 1 for lane in lanes.values())  # a click and its conversion: one lane
+    assert len(set().union(*lanes.values())) > 1  # different visitors: not all in one lane
+
+
+@pytest.mark.skipif(db_connection.vendor != "postgresql", reason="advisory locks: PostgreSQL")
+@pytest.mark.django_db(transaction=True)
+def test_a_lane_another_drain_holds_waits_for_it_and_the_other_lanes_are_stored(client, site, connection):
+    """The first drain keeps its transaction open on v1's lane (as while storing a chunk): a second
+    drain must not store v1's conversion beside it, before v1's click is committed."""
+    from django.db import connections
+
+    post(client, {"site": site.key, "type": "click", "visitorId": "v1", "msclkid": MSCLKID, "url": ORIGIN})
+    post(client, purchase(site, visitorId="v1"))
+    other = next(v for v in (f"w{i}" for i in range(50)) if inbox.lane_of(v) != inbox.lane_of("v1"))
+    post(client, purchase(site, visitorId=other, orderId="A-2", msclkid="clk-other"))
+    first = connections.create_connection("default")
+    first.set_autocommit(False)
+    with first.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [inbox._LANE_LOCK, inbox.lane_of("v1")])
+        assert cursor.fetchone()[0]
+    try:
+        assert inbox.drain().stored == 1  # only the other visitor's conversion
+        assert list(Hit.objects.values_list("payload__visitor_id", flat=True)) == ["v1", "v1"]
+    finally:
+        first.rollback()
+        first.close()
+    assert inbox.drain().stored == 2
+    conversion = Conversion.objects.get(order_id="A-1")
+    assert conversion.click_time is not None  # its click was stored first, in the same lane
 
 
 def test_a_backlog_queues_helper_drains_on_postgresql(site, connection, settings):

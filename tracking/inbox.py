@@ -5,6 +5,10 @@ minute, and before every flush) stores each hit with the same code the server AP
 (tracking/ingest.py), at the hit's receipt time, and deletes it in the same transaction: a
 crash leaves the hit in the inbox, and a hit drained twice finds its order id already stored.
 A hit that raises keeps its error and waits for an operator (admin → inbox → Process again).
+
+Drains may run side by side (a flush's, the schedule's, helpers). Each hit carries its visitor's
+lane, and one transaction at a time stores a lane, oldest hit first: a visitor's click and
+conversion are never stored at the same moment by two drains that cannot see each other's rows.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -35,6 +40,8 @@ log = logging.getLogger(__name__)
 CHUNK = 100  # hits per transaction
 DRAIN_SECONDS = 50  # a scheduled drain's budget: runs a minute apart do not pile up
 WAITING = Q(error="")  # a hit that failed waits for an operator instead (admin → Process again)
+LANES = 8  # drains that can store at once on PostgreSQL; a visitor's hits all share one lane
+_LANE_LOCK = 0x48495453  # PostgreSQL advisory lock space of the inbox's lanes ("HITS")
 
 
 @dataclass
@@ -61,7 +68,7 @@ def accept(site: Site, report: ClickPayload | ConversionPayload, now: datetime |
     if kind == Hit.CONVERSION:  # JSON keeps the value exact as text, and the time as ISO 8601
         payload["value"] = None if report.value is None else str(report.value)
         payload["occurred_at"] = report.occurred_at.isoformat() if report.occurred_at else None
-    row = (site.pk, kind, payload, now or timezone.now())
+    row = (site.pk, kind, payload, now or timezone.now(), lane_of(report.visitor_id))
     try:
         if _shares_commits():
             group_writer.write(row)
@@ -80,8 +87,13 @@ def _shares_commits() -> bool:
             and db_connection.settings_dict["NAME"] != ":memory:")
 
 
+def lane_of(visitor_id: str) -> int:
+    """The drain lane of a visitor's hits: the same in every process (crc32, not the salted hash())."""
+    return zlib.crc32(visitor_id.encode()) % LANES
+
+
 def insert_hits(rows: list[tuple], connection: BaseDatabaseWrapper = db_connection) -> None:
-    """One INSERT for (site id, kind, payload dict, received_at) rows (on the group writer's
+    """One INSERT for (site id, kind, payload dict, received_at, lane) rows (on the group writer's
     connection, or the caller's).
 
     On PostgreSQL the rows travel as one JSON array parameter, unpacked by the server: encoding
@@ -89,23 +101,25 @@ def insert_hits(rows: list[tuple], connection: BaseDatabaseWrapper = db_connecti
     """
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(_INSERT_FROM_JSON, [json.dumps([(s, k, p, t.isoformat()) for s, k, p, t in rows])])
+            cursor.execute(_INSERT_FROM_JSON, [json.dumps([(s, k, p, t.isoformat(), n) for s, k, p, t, n in rows])])
         else:
             adapt = connection.ops.adapt_datetimefield_value
             cursor.execute(_INSERT_VALUES + ", ".join([_ROW] * len(rows)),
-                           [v for s, k, p, t in rows for v in (s, k, json.dumps(p), adapt(t))])
+                           [v for s, k, p, t, n in rows for v in (s, k, json.dumps(p), adapt(t), n)])
 
 
-_COLUMNS = f"{Hit._meta.db_table} (site_id, kind, payload, received_at, error)"
-_INSERT_FROM_JSON = (f"INSERT INTO {_COLUMNS} SELECT (r->>0)::bigint, r->>1, r->2, (r->>3)::timestamptz, ''"
+_COLUMNS = f"{Hit._meta.db_table} (site_id, kind, payload, received_at, lane, error)"
+_INSERT_FROM_JSON = (f"INSERT INTO {_COLUMNS} SELECT (r->>0)::bigint, r->>1, r->2, (r->>3)::timestamptz,"
+                     " (r->>4)::smallint, ''"
                      " FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS rows(r, n) ORDER BY n")
 _INSERT_VALUES = f"INSERT INTO {_COLUMNS} VALUES "
-_ROW = "(%s, %s, %s, %s, '')"
+_ROW = "(%s, %s, %s, %s, %s, '')"
 group_writer = GroupWriter(insert_hits)
 
 
 def drain(seconds: float | None = None) -> DrainResult:
-    """Store waiting hits in receipt order until the inbox is empty (or `seconds` have passed)."""
+    """Store waiting hits until the inbox is empty (or `seconds` have passed): each visitor's in the
+    order they were received, the oldest first."""
     result = DrainResult()
     deadline = time.monotonic() + seconds if seconds else None
     while deadline is None or time.monotonic() < deadline:
@@ -121,8 +135,8 @@ def scheduled_drain() -> str:
 
     One process stores a few hundred hits a second at most (the ORM work of each hit). When more
     than a chunk waits, ADSYNC_INBOX_DRAINERS - 1 helper tasks join in on other django-q workers:
-    on PostgreSQL each locks its own chunks (SKIP LOCKED). SQLite serialises writers, so there
-    helpers would only wait: none are queued.
+    on PostgreSQL each takes a lane no other drain holds (`_take_chunk`). SQLite serialises
+    writers, so there helpers would only wait: none are queued.
     """
     helpers = settings.ADSYNC_INBOX_DRAINERS - 1
     if helpers > 0 and db_connection.vendor == "postgresql" and pending()[CHUNK:CHUNK + 1].exists():
@@ -158,12 +172,11 @@ def backlog() -> Backlog:
 
 
 def _drain_chunk(result: DrainResult) -> int:
-    """One transaction: lock a chunk (SKIP LOCKED: concurrent drainers take other hits), store, delete."""
+    """One transaction: take a chunk (on PostgreSQL of a lane no other drain holds), store it, delete it.
+
+    SQLite has one writer at a time: there the chunk is simply the oldest waiting hits."""
     with transaction.atomic():
-        hits = pending().select_related("site").order_by("id")
-        if db_connection.vendor == "postgresql":
-            hits = hits.select_for_update(skip_locked=True, of=("self",))
-        hits = list(hits[:CHUNK])
+        hits = _take_chunk()
         done = []
         for hit in hits:
             try:
@@ -177,6 +190,23 @@ def _drain_chunk(result: DrainResult) -> int:
         Hit.objects.filter(pk__in=done).delete()
         result.stored += len(done)
     return len(hits)
+
+
+def _take_chunk() -> list[Hit]:
+    """The oldest waiting hits; on PostgreSQL those of the oldest lane no other drain holds, which
+    this transaction then holds (an empty list: every waiting lane is being stored by another drain)."""
+    hits = pending().select_related("site").order_by("id")
+    if db_connection.vendor != "postgresql":
+        return list(hits[:CHUNK])
+    lanes = dict.fromkeys(pending().order_by("id").values_list("lane", flat=True)[:LANES * CHUNK])
+    with db_connection.cursor() as cursor:
+        for lane in lanes:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [_LANE_LOCK, lane])
+            if cursor.fetchone()[0]:
+                chunk = list(hits.filter(lane=lane).select_for_update(of=("self",))[:CHUNK])
+                if chunk:  # else another drain emptied it since we looked: try the next
+                    return chunk
+    return []
 
 
 def store(hit: Hit) -> None:
