@@ -221,6 +221,20 @@ def test_a_lane_another_drain_holds_waits_for_it_and_the_other_lanes_are_stored(
     assert conversion.click_time is not None  # its click was stored first, in the same lane
 
 
+def test_a_hit_queued_by_a_web_process_older_than_lanes_is_stored(site, connection):
+    """During a deploy, a web process still running the code before lanes inserts without one."""
+    payload = {"event": "purchase", "order_id": "OLD-1", "value": "10", "currency": "USD", "occurred_at": None,
+               "msclkid": MSCLKID, "visitor_id": "v1", "hashed_email": "", "hashed_phone": ""}
+    with db_connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {Hit._meta.db_table} (site_id, kind, payload, received_at, error)"
+                       " VALUES (%s, %s, %s, %s, '')", [site.pk, Hit.CONVERSION, json.dumps(payload),
+                                                        db_connection.ops.adapt_datetimefield_value(NOW)])
+
+    assert Hit.objects.get().lane == 0
+    assert inbox.drain().stored == 1
+    assert Conversion.objects.filter(order_id="OLD-1").exists()
+
+
 def test_a_backlog_queues_helper_drains_on_postgresql(site, connection, settings):
     from django_q.models import OrmQ
 

@@ -24,8 +24,9 @@ class Hit(models.Model):
     received_at = models.DateTimeField(default=timezone.now,
                                        help_text="The click or conversion time: when the browser reported it.")
     error = models.TextField(blank=True, help_text="Why storing it failed; such a hit waits for 'Process again'.")
+    # A database default too: a web process still running the code before this field inserts lane 0.
     lane = models.PositiveSmallIntegerField(
-        default=0, help_text="Every hit of one visitor has the same lane; one drain at a time stores a lane, in order.")
+        db_default=0, help_text="Every hit of one visitor has the same lane; one drain at a time stores a lane, in order.")
 
     class Meta:
         verbose_name = "inbox hit"
