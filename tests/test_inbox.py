@@ -11,6 +11,7 @@ from datetime import timezone as dt_timezone
 
 import pytest
 import time_machine
+from django.db import OperationalError
 from django.db import connection as db_connection
 
 from adsync.models import Conversion, Push, Site
@@ -140,6 +141,22 @@ def test_a_site_deleted_by_another_process_after_it_was_cached_is_a_404(client, 
     response = post(client, purchase(site))
 
     assert (response.status_code, response.json()) == (404, {"error": "site: unknown site key"})
+    assert not Hit.objects.exists()
+
+
+@pytest.mark.parametrize("failing", ["SELECT", "INSERT"])  # the site's lookup, the hit's write
+def test_a_database_that_does_not_answer_gets_a_503_and_nothing_is_stored(client, site, failing):
+    def refuse(execute, sql, params, many, context):
+        if sql.lstrip().upper().startswith(failing):  # as Django raises it when PostgreSQL is down
+            raise OperationalError('connection to server at "127.0.0.1", port 5432 failed: Connection refused')
+        return execute(sql, params, many, context)
+
+    with db_connection.execute_wrapper(refuse):
+        response = post(client, purchase(site))
+
+    assert (response.status_code, response.json()) == (503, {"error": "service: busy, try again later"})
+    assert response["Retry-After"] == "60"
+    assert response["Access-Control-Allow-Origin"] == ORIGIN  # the page's script can read why
     assert not Hit.objects.exists()
 
 

@@ -6,7 +6,7 @@ the request. Under gunicorn's gevent workers (gunicorn.conf.py) many requests of
 wait for their commit at the same moment. Each hands its row to the process's writer (a thread,
 which gevent makes a greenlet) and waits; the writer writes every row waiting in one statement,
 commits once, and wakes them all. While it writes, the next rows gather: batches grow with the
-load (5–10 hits per commit at saturation in docs/performance.md), and a lone request waits for
+load (about 9 hits per commit at saturation in docs/performance.md), and a lone request waits for
 no one (there is no timer). Threaded workers work the same way, with smaller batches.
 
 Nothing is answered before its commit: a crash loses only requests that were never answered

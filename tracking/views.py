@@ -7,8 +7,10 @@ never logged: they hold raw email addresses and phone numbers until payloads.py 
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
+from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -21,6 +23,7 @@ from tracking.group_commit import CommitTimeout
 from tracking.payloads import PayloadError
 from tracking.site_cache import site_for_key
 
+log = logging.getLogger(__name__)
 SNIPPET_PATH = Path(__file__).resolve().parent / "static" / "tracking" / "adsync.js"
 SNIPPET_MAX_AGE = 3600
 
@@ -62,14 +65,22 @@ def collect(request: HttpRequest) -> HttpResponse:
         # Only an allowed origin may read the error; any other gets an opaque CORS failure.
         readable = site is not None and site.allows_origin(origin)
         return http.allow_origin(http.json_error(error.status, error.detail), origin if readable else None)
+    except OperationalError as error:  # the site's lookup: database down, or every pooled connection busy
+        return busy(origin, error)
     # Stored by the worker (tracking/inbox.py): the answer says the report was accepted, not what became of it.
     try:
         kind = inbox.accept(site, event)
     except inbox.SiteGone:
         return http.allow_origin(http.json_error(404, "site: unknown site key"), None)
-    except CommitTimeout:  # the database is stuck: say so, the browser may try again later
-        return http.allow_origin(http.json_error(503, "service: busy, try again later", Retry_After="60"), origin)
+    except (OperationalError, CommitTimeout) as error:  # database down, or stuck
+        return busy(origin, error)
     return http.allow_origin(JsonResponse({"ok": True, "accepted": kind}, status=202), origin)
+
+
+def busy(origin: str | None, error: Exception) -> HttpResponse:
+    """The report was not stored: say so, and when the browser may try again (never a bare 500)."""
+    log.warning("snippet report refused, not stored: %s: %s", type(error).__name__, error)
+    return http.allow_origin(http.json_error(503, "service: busy, try again later", Retry_After="60"), origin)
 
 
 @csrf_exempt
