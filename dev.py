@@ -3,6 +3,7 @@
 
     python3 dev.py run    # web server + django-q2 worker, SQLite, emulator, demo data
     python3 dev.py test   # the whole test suite (DATABASE_URL selects PostgreSQL)
+    python3 dev.py lint   # ruff and the import contracts (pyproject.toml), as CI runs them
 
 Both create .venv and install the project (with its dev extra) when pyproject.toml changed.
 """
@@ -78,12 +79,21 @@ def test(extra: list[str]) -> None:
     sys.exit(result.returncode)
 
 
+def lint() -> None:
+    ensure_venv()
+    bin_dir = VENV / "bin"
+    sh(bin_dir / "ruff", "check", ".")
+    sh(bin_dir / "lint-imports")
+
+
 def main() -> None:
     command, extra = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
     if command == "run":
         run()
     elif command == "test":
         test(extra)
+    elif command == "lint":
+        lint()
     else:
         sys.exit(__doc__)
 

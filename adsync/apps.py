@@ -6,4 +6,7 @@ class AdsyncConfig(AppConfig):
     verbose_name = "adsync: Microsoft Ads offline conversions"
 
     def ready(self) -> None:
-        from adsync import checks  # noqa: F401  (registers system checks)
+        # Registrations only, no database access: the system checks, and the alert emails'
+        # listener for cards flipping to Token expired.
+        from adsync.notify import alerts  # noqa: F401
+        from adsync.security import checks  # noqa: F401

@@ -6,10 +6,10 @@ must be registered exactly (case-sensitive) in the Azure app registration (docs/
 
 from django.urls import path
 
-from adsync import connect_views
+from adsync.admin import connect
 
 app_name = "adsync"
 
 urlpatterns = [
-    path("oauth/microsoft/callback/", connect_views.oauth_callback, name="oauth-callback"),
+    path("oauth/microsoft/callback/", connect.oauth_callback, name="oauth-callback"),
 ]

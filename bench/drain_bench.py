@@ -3,7 +3,7 @@
 
 Queues `--hits` valid conversion hits for the ingest bench's site (bench/ingest_bench.py prepares
 it, with its 1,000,000 earlier conversions by default), then runs the worker's drain
-(tracking/inbox.py) in this process and prints hits/second and CPU per hit. Not a test: it measures.
+(adsync/intake/inbox.py) in this process and prints hits/second and CPU per hit. Not a test: it measures.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/adsync_bench_ingest .venv/bin/python bench/drain_bench.py
 
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.ingest_bench import DEFAULT_DB, SITE_KEY, ensure_database, prepare_database  # noqa: E402
+from bench.ingest_bench import DEFAULT_DB, SITE_KEY, ensure_database, prepare_database
 
 
 def main() -> None:
@@ -33,7 +33,8 @@ def main() -> None:
     os.environ["ADSYNC_INBOX_GROUP_COMMIT"] = "false"  # queue from this one thread, directly
     ensure_database(os.environ["DATABASE_URL"])
     prepare_database(args.history)
-    from tracking import inbox, payloads
+    from adsync.intake import inbox
+    from tracking import accept, payloads
     from tracking.site_cache import site_for_key
 
     site = site_for_key(SITE_KEY)
@@ -45,7 +46,7 @@ def main() -> None:
             report = payloads.parse_collect({"type": "conversion", "event": "purchase", "orderId": f"{tag}-{i}",
                                              "msclkid": f"{tag}{i:012x}", "visitorId": f"v{tag}{i}",
                                              "value": 49.9, "currency": "USD"}, site)
-            inbox.accept(site, report)
+            accept.accept(site, report)
         wall, cpu = time.perf_counter(), time.process_time()
         result = inbox.drain()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu

@@ -12,7 +12,7 @@ Then a last worker drains the queue, and the script checks:
 - every row ends `sent` or still `queued` (before the drain) and `sent` after it; none lost;
 - every row marked sent was received by Microsoft;
 - every conversion received more than once carries the same (goal, msclkid, ConversionTime)
-  as the first, so Microsoft ignores the repeat (reference §1.5).
+  as the first, so Microsoft ignores the repeat (docs/microsoft-api.md#deduplication).
 Prints the counts and exits 1 on any violation.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/adsync_fault .venv/bin/python bench/fault_kill9.py
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import faultkit  # noqa: E402
+from bench import faultkit
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/adsync_fault"
 
@@ -73,7 +73,7 @@ def drain(log: Path, timeout: float) -> None:
     faultkit.go(worker)
     try:
         worker.wait(timeout=timeout)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a fault script reports any failure as a result
         worker.kill()
         worker.wait()
 

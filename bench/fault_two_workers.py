@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import faultkit  # noqa: E402
+from bench import faultkit
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/adsync_fault"
 
@@ -39,7 +39,7 @@ def run_round(rows: int, workers: int, recorder: faultkit.Recorder, log: Path) -
     for proc in procs:  # all released at once: they race for the same rows
         faultkit.go(proc)
     codes = [proc.wait(timeout=300) for proc in procs]
-    shares = [int(proc.stdout.read().split()[-1]) if not code else 0 for proc, code in zip(procs, codes)]
+    shares = [int(proc.stdout.read().split()[-1]) if not code else 0 for proc, code in zip(procs, codes, strict=True)]
     elapsed = time.monotonic() - started
     verdict = faultkit.check(rows, recorder, allow_duplicates=False)
     if verdict.statuses.get("queued"):

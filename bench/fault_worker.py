@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""A flush worker for the fault scripts: the real flush (adsync.tasks.flush_conversions) in a loop.
+"""A flush worker for the fault scripts: the real flush (adsync.jobs.run_flush) in a loop.
 
     fault_worker.py loop    flush again and again until killed (the kill -9 script kills it)
     fault_worker.py drain   flush until no row is queued or claimed, print "sent <rows it marked sent>", exit 0
@@ -20,8 +20,8 @@ def main() -> None:
     import django
 
     django.setup()
+    from adsync.jobs import run_flush as flush_conversions
     from adsync.models import Push
-    from adsync.tasks import flush_conversions
 
     mode = sys.argv[1]
     print("ready", flush=True)

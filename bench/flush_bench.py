@@ -106,7 +106,7 @@ def run(rows: int) -> dict:
     from django.utils import timezone
 
     from adsync.models import Connection, Conversion, GoalMapping, Push, Site
-    from adsync.tasks import flush_connection
+    from adsync.push.flush import flush_connection
 
     if db.vendor == "postgresql":  # the ORM's cascade would load every old row into memory
         with db.cursor() as cursor:
@@ -165,7 +165,7 @@ def main() -> None:
     from django.conf import settings
     from django.core.management import call_command
 
-    from adsync.tasks import flush_lanes
+    from adsync.push.flush import flush_lanes
 
     settings.DEBUG = False
     call_command("migrate", verbosity=0)

@@ -5,7 +5,7 @@
 
 The strategies and the properties (no 5xx; a 4xx stores nothing; a 2xx stores only valid rows;
 no SQL parameter PostgreSQL would refuse) live in tests/fuzzing.py, shared with the suite's
-tests/test_fuzz.py. Requests go through Django's test client to a throwaway in-memory SQLite
+tests/tracking/test_fuzz.py. Requests go through Django's test client to a throwaway in-memory SQLite
 database migrated at start: this script never touches a real database. It prints one summary
 line, then up to --show failing requests (the 10,000-request run is recorded in docs/reliability.md).
 """
@@ -56,7 +56,7 @@ class Tally:
 
 
 def kind_of(problem: str) -> str:
-    if problem.startswith("status ") or problem.startswith("exception"):
+    if problem.startswith(("status ", "exception")):
         return "5xx"
     if problem.startswith("SQL parameter"):
         return "postgres"

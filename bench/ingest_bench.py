@@ -16,7 +16,7 @@ four URLs with wrk in the same run:
 Closed loop (wrk, each client sends again as soon as it is answered), then open loop (64 client
 threads sharing a fixed schedule of N requests/second, latency counted from each request's due
 time). It prints requests/second, p50/p90/p99 latency and non-2xx answers for each, the ratio
-collect/bare; then drains the inbox as the worker does (tracking/inbox.py: the endpoint answers
+collect/bare; then drains the inbox as the worker does (adsync/intake/inbox.py: the endpoint answers
 202 once its hit is committed), prints how fast, and checks that every 2xx hit stored one conversion and
 one push.
 Not a test: it measures. Needs `wrk` (Debian: apt-get install wrk).
@@ -94,8 +94,7 @@ def prepare_database(history: int) -> None:
     from django.core.management import call_command
     from django.utils import timezone
 
-    from adsync.models import Connection, Conversion, GoalMapping, Site
-    from tracking.models import Hit
+    from adsync.models import Connection, Conversion, GoalMapping, Hit, Site
 
     call_command("migrate", verbosity=0)
     site, _ = Site.objects.update_or_create(key=SITE_KEY, defaults={"name": "Ingest bench", "allowed_origins": ORIGIN})
@@ -345,7 +344,7 @@ def check_stored(closed_runs: list[dict], opened: list, connections: int) -> Non
 
     wrk stops counting at its deadline: up to one in-flight request per connection per run is
     stored without being counted, so stored - answered lies in [0, connections x runs]."""
-    from tracking import inbox
+    from adsync.intake import inbox
 
     started = time.perf_counter()
     drained = inbox.drain()
@@ -364,8 +363,9 @@ def ensure_database(url: str) -> None:
     """CREATE DATABASE if the PostgreSQL database in `url` does not exist yet."""
     if not url.startswith("postgres"):
         return
-    import psycopg
     from urllib.parse import urlsplit
+
+    import psycopg
 
     parts = urlsplit(url)
     name = parts.path.lstrip("/")

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.ingest_bench import DEFAULT_DB, ORIGIN, SITE_KEY, ensure_database, prepare_database  # noqa: E402
+from bench.ingest_bench import DEFAULT_DB, ORIGIN, SITE_KEY, ensure_database, prepare_database
 
 
 class DriverTimer:

@@ -5,7 +5,7 @@ Production never loads this module. It adds the reference views the ingest endpo
 benchmark).
 """
 
-from config.settings import *  # noqa: F401,F403
+from config.settings import *  # noqa: F403
 
 ROOT_URLCONF = "bench.ingest_urls"
 MIDDLEWARE = [*MIDDLEWARE]  # noqa: F405

@@ -18,7 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from config.urls import urlpatterns as project_urlpatterns
 from tracking import http, payloads
-from tracking.inbox import group_writer
+from tracking.accept import group_writer
 from tracking.site_cache import site_for_key
 
 
@@ -39,7 +39,7 @@ def roundtrip(request: HttpRequest) -> JsonResponse:
 
 
 def validate(request: HttpRequest) -> HttpResponse:
-    """tracking.views.collect for a valid conversion, up to (not including) inbox.accept."""
+    """tracking.views.collect for a valid conversion, up to (not including) accept.accept."""
     origin = request.headers.get("Origin")
     data = payloads.read_json(request)
     site = site_for_key(payloads.site_key(data))

@@ -36,8 +36,12 @@ INSTALLED_APPS = [
     "allauth.socialaccount",
     "adsync",
     "tracking",
-    "emulator",
 ]
+MICROSOFT_ADS_ENVIRONMENT = env("MICROSOFT_ADS_ENVIRONMENT", "emulator")
+if MICROSOFT_ADS_ENVIRONMENT == "emulator":
+    # The built-in Microsoft Ads emulator and the demo shop exist only in emulator mode: not
+    # installed, not routed otherwise (config/urls.py).
+    INSTALLED_APPS.append("emulator")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -47,7 +51,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "allauth.account.middleware.AccountMiddleware",
-    "adsync.staff.RequireStaffMFAMiddleware",
+    "adsync.security.signin.RequireStaffMFAMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -117,8 +121,8 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
     "allauth.account.auth_backends.AuthenticationBackend",
 ]
-ACCOUNT_ADAPTER = "adsync.staff.StaffAccountAdapter"
-SOCIALACCOUNT_ADAPTER = "adsync.staff.StaffSocialAccountAdapter"
+ACCOUNT_ADAPTER = "adsync.security.signin.StaffAccountAdapter"
+SOCIALACCOUNT_ADAPTER = "adsync.security.signin.StaffSocialAccountAdapter"
 ACCOUNT_LOGIN_METHODS = {"email", "username"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "username*", "password1*", "password2*"]  # sign-up itself is closed
 ACCOUNT_EMAIL_VERIFICATION = "none"  # staff accounts are created by a superuser, not by sign-up
@@ -187,10 +191,9 @@ Q_CLUSTER = {
 ADSYNC_ENCRYPTION_KEYS = env_list("ADSYNC_ENCRYPTION_KEY", "")
 
 # --- Microsoft Advertising ------------------------------------------------------------------
-MICROSOFT_ADS_ENVIRONMENT = env("MICROSOFT_ADS_ENVIRONMENT", "emulator")
 _EMULATOR = f"{ADSYNC_PUBLIC_URL}/emulator"
 _MICROSOFT_HOSTS = {
-    # Reference: ../shared/docs/microsoft-ads-api.md §0 (hosts) and §2 (OAuth endpoints).
+    # Reference: docs/microsoft-api.md#hosts-and-environments and #oauth-endpoints.
     "production": {
         "OAUTH_AUTHORIZE_URL": "https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
         "OAUTH_TOKEN_URL": "https://login.microsoftonline.com/common/oauth2/v2.0/token",
@@ -241,13 +244,13 @@ ADSYNC_SITE_CACHE_SECONDS = env_int("ADSYNC_SITE_CACHE_SECONDS", 30)
 # Concurrent ApplyOfflineConversions calls per connection during a flush (PostgreSQL only; max 10).
 ADSYNC_FLUSH_LANES = env_int("ADSYNC_FLUSH_LANES", 2)
 ADSYNC_FLUSH_MINUTES = env_int("ADSYNC_FLUSH_MINUTES", 2)
-# How often the worker stores the snippet's accepted hits (tracking/inbox.py); every flush does it first too.
+# How often the worker stores the snippet's accepted hits (adsync/intake/inbox.py); every flush does it first too.
 ADSYNC_INBOX_MINUTES = env_int("ADSYNC_INBOX_MINUTES", 1)
 # The snippet's hits waiting in one web process share one INSERT and one commit (tracking/group_commit.py).
 ADSYNC_INBOX_GROUP_COMMIT = env_bool("ADSYNC_INBOX_GROUP_COMMIT", True)
 # Drain tasks storing a backlog at once (PostgreSQL; needs as many django-q workers, ADSYNC_Q_WORKERS).
 ADSYNC_INBOX_DRAINERS = env_int("ADSYNC_INBOX_DRAINERS", 1)
-# Proactive token refresh (adsync.lifecycle): tokens expiring within 15 minutes while pushes wait,
+# Proactive token refresh (adsync.connections.lifecycle): tokens expiring within 15 minutes while pushes wait,
 # and every connection not refreshed for 7 days. See docs/connections.md.
 ADSYNC_TOKEN_REFRESH_MINUTES = env_int("ADSYNC_TOKEN_REFRESH_MINUTES", 10)
 ADSYNC_RETENTION_DAYS = env_int("ADSYNC_RETENTION_DAYS", 90)
@@ -264,7 +267,7 @@ ADSYNC_CLICK_HOLD_MINUTES = env_int(
 )
 
 # --- Insights (campaign performance reports, docs/insights.md) ------------------------------
-# Microsoft has no plain "UTC" report time zone (reference §5). GMT (London) is UTC for five
+# Microsoft has no plain "UTC" report time zone (docs/microsoft-api.md#report-time-zone). GMT (London) is UTC for five
 # months and UTC+1 during British Summer Time: the closest match to our UTC day boundaries.
 ADSYNC_INSIGHTS_REPORT_TIME_ZONE = env(
     "ADSYNC_INSIGHTS_REPORT_TIME_ZONE", "GreenwichMeanTimeDublinEdinburghLisbonLondon"

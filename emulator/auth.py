@@ -1,4 +1,5 @@
-"""The header checks Microsoft makes before any operation runs (§1.2, §3).
+"""The header checks Microsoft makes before any operation runs (docs/microsoft-api.md#request-headers and
+#account-picker).
 
 Order: Authorization (105 unknown or revoked, 109 expired), DeveloperToken (105), then for
 Campaign Management and Reporting the CustomerId (1029) and CustomerAccountId (1030) headers

@@ -1,4 +1,5 @@
-"""Campaign Management operations: ApplyOfflineConversions (§1) and GetConversionGoalsByIds (§4)."""
+"""Campaign Management operations: ApplyOfflineConversions and GetConversionGoalsByIds
+(docs/microsoft-api.md#apply-offline-conversions and #conversion-goals)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ def apply_offline_conversions(account: EmulatorAccount, body: dict, tracking_id:
     """Validate every item, record the accepted ones, and answer PartialErrors.
 
     PartialErrors come back in reverse Index order on purpose: Microsoft says the list does not
-    correspond to the request's positions (§1.7), and a client must map them by Index.
+    correspond to the request's positions (docs/microsoft-api.md#response-model), and a client must map them by Index.
     """
     items = rules.parse_conversions(body)
     ctx = _context(account, items)

@@ -1,4 +1,5 @@
-"""Customer Management operations for the account picker: GetUser and SearchAccounts (§3)."""
+"""Customer Management operations for the account picker: GetUser and SearchAccounts
+(docs/microsoft-api.md#account-picker)."""
 
 from __future__ import annotations
 
@@ -106,7 +107,7 @@ def _order(accounts: list[EmulatorAccount], ordering) -> list[EmulatorAccount]:
 
 
 def _page(page_info) -> tuple[int, int]:
-    """Zero-based Index; a PageInfo without Size means size 0 (§3)."""
+    """Zero-based Index; a PageInfo without Size means size 0 (docs/microsoft-api.md#account-picker)."""
     if not isinstance(page_info, dict):
         raise deserialization_fault("PageInfo is required.", "customer")
     index, size = page_info.get("Index") or 0, page_info.get("Size") or 0

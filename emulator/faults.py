@@ -1,7 +1,7 @@
 """Microsoft's error vocabulary and the JSON shapes it travels in.
 
-Reference: ../shared/docs/microsoft-ads-api.md §1.7 (fault shapes) and §1.8 (codes). Messages
-quoted in §1.8 are used verbatim; the others paraphrase Microsoft's operation-error-codes page,
+Reference: docs/microsoft-api.md#response-model (fault shapes) and docs/microsoft-api.md#error-codes (codes). Messages
+quoted in docs/microsoft-api.md#error-codes are used verbatim; the others paraphrase Microsoft's operation-error-codes page,
 and the reporting codes 2001-2011 follow the older adCenter reporting list (their symbolic
 names are the emulator's best guess).
 A view raises a Fault; emulator/http.py renders it with the request's TrackingId.
@@ -77,7 +77,7 @@ def message(code: int) -> str:
 
 
 def batch_error(code: int, index: int) -> dict:
-    """One BatchError (§1.7), keys in Microsoft's order."""
+    """One BatchError (docs/microsoft-api.md#response-model), keys in Microsoft's order."""
     return {
         "Code": code, "Details": None, "ErrorCode": error_code(code), "FieldPath": None,
         "ForwardCompatibilityMap": None, "Index": index, "Message": message(code), "Type": "BatchError",
@@ -119,7 +119,7 @@ def operation_fault(code: int, service: str, status: int = 400, **kwargs) -> Fau
 
 
 def deserialization_fault(text: str, service: str = "campaign") -> Fault:
-    """A body the service cannot even read (§1.3): one fault, no per-item index, nothing applied."""
+    """A body the service cannot even read (docs/microsoft-api.md#request-body): one fault, no index, nothing applied."""
     kind = "ApiFault" if service == "customer" else "AdApiFaultDetail"
     return Fault(100, status=400, kind=kind, detail=text,
                  message_text=f"The request message could not be deserialized. {text}")

@@ -2,7 +2,7 @@
 
 `api_endpoint(service)` wraps a view `view(request, call) -> dict`. The wrapper parses the JSON
 body, answers with HTTP 200 and the dict, or renders a raised Fault in the service's shape,
-and always sets the `TrackingId` response header (§1.2).
+and always sets the `TrackingId` response header (docs/microsoft-api.md#request-headers).
 """
 
 from __future__ import annotations

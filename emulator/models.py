@@ -236,7 +236,8 @@ class EmulatorConversion(models.Model):
 
 
 def dedup_key(goal_name: str, msclkid: str, hashed_email: str, hashed_phone: str, conversion_time) -> tuple:
-    """Microsoft's duplicate rule (§1.5): same goal, same click (or identity) and same conversion time."""
+    """Microsoft's duplicate rule (docs/microsoft-api.md#deduplication): same goal, same click (or identity) and same
+    conversion time."""
     identity = (msclkid,) if msclkid else ("", hashed_email, hashed_phone)
     return (goal_name, *identity, conversion_time)
 

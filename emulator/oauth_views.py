@@ -1,4 +1,4 @@
-"""The emulated Microsoft identity platform: a one-click consent page and the token endpoint (§2).
+"""The emulated Microsoft identity platform: a one-click consent page and the token endpoint (docs/microsoft-api.md#oauth).
 
 Authorize answers like login.microsoftonline.com: problems it cannot report to the app (no or
 unknown client_id, no redirect_uri) are shown on the page; every other outcome goes back to

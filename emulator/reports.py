@@ -1,4 +1,4 @@
-"""Reporting v13: SubmitGenerateReport, PollGenerateReport and the zipped CSV download (§5).
+"""Reporting v13: SubmitGenerateReport, PollGenerateReport and the zipped CSV download (docs/microsoft-api.md#reporting).
 
 Only CampaignPerformanceReportRequest is emulated, with Daily or Summary aggregation. Numbers
 are derived from a hash of (campaign id, day), so the same request always gives the same CSV.
@@ -93,7 +93,8 @@ def _status(status: str, url: str | None = None) -> dict:
 # --- The request's scope and time ----------------------------------------------------------
 
 def aggregation(request: dict) -> str:
-    """TimePeriod must be a column or the aggregation is ignored and Summary is used (§5)."""
+    """TimePeriod must be a column or the aggregation is ignored and Summary is used
+    (docs/microsoft-api.md#report-request)."""
     if "TimePeriod" not in request.get("Columns", []):
         return "Summary"
     return request.get("Aggregation") or "Summary"
@@ -234,7 +235,8 @@ MONEY_COLUMNS = {"Spend", "Revenue", "AllRevenue", "AverageCpc", "CostPerConvers
 
 
 def _cell(column: str, value, version_1: bool) -> str:
-    """Money with two decimals; FormatVersion 1.0 adds thousands separators, 2.0 does not (§5)."""
+    """Money with two decimals; FormatVersion 1.0 adds thousands separators, 2.0 does not
+    (docs/microsoft-api.md#report-download)."""
     if column in MONEY_COLUMNS and value != "":
         return f"{value:,.2f}" if version_1 else f"{value:.2f}"
     return str(value)
@@ -283,7 +285,7 @@ def _us_date(day: date) -> str:
 
 
 def report_zip(report: EmulatorReportRequest) -> bytes:
-    """"All downloaded files are ZIP compressed" (§5): one CSV named after the request id."""
+    """"All downloaded files are ZIP compressed" (docs/microsoft-api.md#reporting): one CSV named after the request id."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         extension = "tsv" if report.body.get("Format") == "Tsv" else "csv"

@@ -1,4 +1,4 @@
-"""Microsoft's ApplyOfflineConversions rules, as plain functions (reference §1.3-§1.8).
+"""Microsoft's ApplyOfflineConversions rules, as plain functions (docs/microsoft-api.md#request-body to #error-codes).
 
 Two stages, like the real service:
 1. `parse_conversions` reads the whole body. Anything that cannot be deserialized (a
@@ -148,7 +148,7 @@ def check_identity(item: OfflineConversion, ctx: Context) -> int | None:
     if "@" in item.hashed_email:
         return 8004
     if not item.msclkid:
-        # Hashed identity alone counts only for goals with enhanced conversions (§1.6).
+        # Hashed identity alone counts only for goals with enhanced conversions (docs/microsoft-api.md#hashing).
         return None if ctx.goal(item).is_enhanced_conversions_enabled else 5603
     return 5604 if ctx.click(item) is None else None
 
@@ -161,7 +161,7 @@ def check_time(item: OfflineConversion, ctx: Context) -> int | None:
     click = ctx.click(item) if item.msclkid else None
     if click is None:
         return None
-    # Whole seconds: clients send ConversionTime truncated to the second (§1.3 examples).
+    # Whole seconds: clients send ConversionTime truncated to the second (docs/microsoft-api.md#request-body examples).
     if item.time < click.clicked_at.replace(microsecond=0):
         return 5616
     if item.time > click.clicked_at + ctx.goal(item).window:

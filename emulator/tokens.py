@@ -1,4 +1,4 @@
-"""The emulator's identity platform: codes, access and refresh tokens, and their AADSTS errors (§2).
+"""The emulator's identity platform: codes, access and refresh tokens, and their AADSTS errors (docs/microsoft-api.md#oauth).
 
 Lifetimes follow Microsoft: codes ~5 minutes, access tokens 3,600 s, refresh tokens 90 days.
 Refresh tokens rotate on every use. With the `strict_refresh_rotation` switch (default on) a
@@ -130,7 +130,8 @@ def issue_refresh_token(user: EmulatorUser, client_id: str, scope: str) -> Emula
 
 
 def token_response(user: EmulatorUser, client_id: str, scope: str) -> dict:
-    """The §2.1 answer. A refresh token only when offline_access was consented; scope lists API scopes only."""
+    """The answer of docs/microsoft-api.md#token-refresh-example. A refresh token only when offline_access was
+    consented; scope lists API scopes only."""
     access = _create(EmulatorToken.ACCESS, user, client_id, scope, ACCESS_LIFETIME)
     api_scopes = " ".join(s for s in scope.split() if s not in NON_API_SCOPES)
     answer = {"token_type": "Bearer", "scope": api_scopes, "expires_in": int(ACCESS_LIFETIME.total_seconds()),

@@ -6,7 +6,8 @@ from urllib.parse import urlencode
 
 
 def add_query(url: str, params: dict) -> str:
-    """Append parameters the way Microsoft auto-tags: keep the query, `&` if one exists, before any #fragment (§8)."""
+    """Append parameters the way Microsoft auto-tags: keep the query, `&` if one exists, before any #fragment
+    (docs/microsoft-api.md#msclkid)."""
     base, hash_sign, fragment = url.partition("#")
     if base.endswith(("?", "&")):
         separator = ""

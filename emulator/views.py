@@ -28,7 +28,7 @@ def apply_offline_conversions(request: HttpRequest, call: ApiCall) -> dict:
     user = authenticate(request, call.service)
     account = account_from_headers(request, user, call.service)
     if not user.can_write:
-        raise auth_fault(106, call.service)    # a Viewer cannot upload conversions (§3)
+        raise auth_fault(106, call.service)    # a Viewer cannot upload conversions (docs/microsoft-api.md#account-picker)
     behaviour.inject_apply_failure()
     return campaign.apply_offline_conversions(account, call.body, call.tracking_id)
 

@@ -12,6 +12,7 @@ import responses as responses_lib
 from django.utils import timezone
 
 from adsync.models import Connection, Conversion, GoalMapping, Push, Site
+from adsync.push import transitions
 
 CAMPAIGN = "https://campaign.example.test"
 CUSTOMER = "https://clientcenter.example.test"
@@ -36,7 +37,7 @@ def microsoft_test_double_urls(settings):
     settings.MICROSOFT_ADS_CLIENT_SECRET = "client-secret"
     settings.MICROSOFT_ADS_DEVELOPER_TOKEN = "dev-token"
     # A test's rows live in its open transaction, which a flush lane's own database connection
-    # cannot see: one lane here; tests/test_flush_lanes.py runs several on committed data.
+    # cannot see: one lane here; tests/push/test_flush_lanes.py runs several on committed data.
     settings.ADSYNC_FLUSH_LANES = 1
     # Sites are created and rolled back test by test: no process-wide copy survives a test.
     settings.ADSYNC_SITE_CACHE_SECONDS = 0
@@ -48,7 +49,7 @@ def group_commit_writer_closed():
     """The inbox's group-commit thread keeps its own connection: close it after each test, or the
     test database could not be dropped (nor a transactional test's tables be flushed) under it."""
     yield
-    from tracking.inbox import group_writer
+    from tracking.accept import group_writer
 
     group_writer.close_connection()
 
@@ -104,7 +105,7 @@ def make_conversion(db):
             occurred_at=kwargs.pop("occurred_at", timezone.now().replace(microsecond=0) - timedelta(hours=2)),
             **kwargs,
         )
-        Push.create_for(conversion)
+        transitions.create_pushes(conversion)
         return conversion
     return make
 
@@ -126,3 +127,60 @@ def bulk_queue(site: Site, count: int, event: str = "purchase") -> None:
              currency=c.currency, conversion_time=c.occurred_at)
         for c in conversions for m in mappings
     )
+
+
+def run_queued_jobs() -> list[str]:
+    """Run what adsync queued for the worker (django-q2's ORM queue), oldest first, as the worker would."""
+    from django.utils.module_loading import import_string
+    from django_q.models import OrmQ
+
+    lines = []
+    while (queued := OrmQ.objects.order_by("id").first()) is not None:
+        task = queued.task
+        queued.delete()
+        lines.append(import_string(task["func"])(*task["args"], **task["kwargs"]))
+    return lines
+
+
+def form_fields(html: str) -> dict[str, str]:
+    """The values a browser would submit for the page's main form (inputs, selects, textareas), as a dict."""
+    from html.parser import HTMLParser
+
+    class Fields(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.data: dict[str, str] = {}
+            self.select: str | None = None
+            self.textarea: str | None = None
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            name = a.get("name")
+            if tag == "input" and name and a.get("type") not in ("submit", "button", "file"):
+                if a.get("type") in ("checkbox", "radio"):
+                    if "checked" in a:
+                        self.data[name] = a.get("value", "on")
+                else:
+                    self.data[name] = a.get("value", "")
+            elif tag == "select" and name:
+                self.select = name
+                self.data.setdefault(name, "")
+            elif tag == "option" and self.select and "selected" in a:
+                self.data[self.select] = a.get("value", "")
+            elif tag == "textarea" and name:
+                self.textarea = name
+                self.data[name] = ""
+
+        def handle_endtag(self, tag):
+            if tag == "select":
+                self.select = None
+            elif tag == "textarea":
+                self.textarea = None
+
+        def handle_data(self, data):
+            if self.textarea:
+                self.data[self.textarea] += data.removeprefix("\n") if not self.data[self.textarea] else data
+
+    parser = Fields()
+    parser.feed(html)
+    return parser.data

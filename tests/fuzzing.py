@@ -1,6 +1,6 @@
 """Fuzzing the public endpoints: request strategies and the properties every answer must keep.
 
-Shared by tests/test_fuzz.py (a few hundred requests per endpoint, part of the suite) and
+Shared by tests/tracking/test_fuzz.py (a few hundred requests per endpoint, part of the suite) and
 bench/fuzz_public_endpoints.py (10,000 and more, with a summary). Requests go through Django's
 test client against whatever database the caller set up (SQLite in both).
 
@@ -9,7 +9,7 @@ The properties (docs/reliability.md, "Fuzzing"):
 2. a 4xx stores nothing: the Click, Conversion, Push and inbox counts are unchanged;
 3. a 2xx stores only valid rows (model validation plus the ingest rules), and only a POST
    to an ingest endpoint stores anything at all; a 202 from the snippet's endpoint is stored by
-   the worker's inbox run (tracking/inbox.py) without error;
+   the worker's inbox run (adsync/intake/inbox.py) without error;
 4. no SQL parameter holds a NUL character or an unpaired surrogate: PostgreSQL refuses both
    (a 500 in production) while SQLite may accept them, so the harness reports them on SQLite.
 """
@@ -31,17 +31,17 @@ from django.test import Client
 from django.utils import timezone
 from hypothesis import strategies as st
 
+from adsync.intake import inbox
 from adsync.models import (
     Click,
     Connection,
     Conversion,
     GoalMapping,
+    Hit,
     Push,
     Site,
     hash_api_secret,
 )
-from tracking import inbox
-from tracking.models import Hit
 
 SITE_KEY = "pk_fuzz"
 ORIGIN = "https://shop.example.com"
@@ -358,8 +358,8 @@ def send(client: Client, request: FuzzRequest) -> Outcome:
                                       content_type=request.content_type, headers=request.headers)
             status = response.status_code
             if 200 <= status < 300:
-                inbox.drain()  # the worker's half of the snippet's ingest (tracking/inbox.py)
-    except Exception as error:  # an exception out of a view is a 500 under a real server
+                inbox.drain()  # the worker's half of the snippet's ingest (adsync/intake/inbox.py)
+    except Exception as error:  # noqa: BLE001 - an exception out of a view is a 500 under a real server
         status, refused = 500, refused + [f"exception: {type(error).__name__}: {str(error)[:200]}"]
     problems = refused + judge(request, status, before, Snapshot.take())
     failed = list(Hit.objects.exclude(error="").values_list("error", flat=True))
@@ -375,7 +375,7 @@ def judge(request: FuzzRequest, status: int, before: Snapshot, after: Snapshot) 
     if not stores:
         return [] if after.counts == before.counts else [f"stored rows on {status}: {before.counts} -> {after.counts}"]
     problems = []
-    for model, last_id in zip(MODELS, before.last_ids):
+    for model, last_id in zip(MODELS, before.last_ids, strict=True):
         for row in model.objects.filter(pk__gt=last_id):
             problems += [f"{model.__name__} {row.pk}: {p}" for p in row_problems(row)]
     return problems

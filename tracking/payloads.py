@@ -3,26 +3,27 @@
 Every problem raises PayloadError naming the field and the problem, e.g. "value: must be a
 number". Messages never contain the submitted value: email and phone are personal data, and
 echoing nothing at all is the simplest rule that cannot leak. Email and phone are hashed here
-(adsync.identity), so the raw values go no further than this module.
+(adsync.intake.identity), so the raw values go no further than this module.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Callable
+from typing import Any
 
 import pycountry
-from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 from django.views.decorators.debug import sensitive_variables
 
-from adsync.identity import IdentifierError, clean_msclkid, hash_email, hash_phone
+from adsync.conf import conf
+from adsync.intake.identity import IdentifierError, clean_msclkid, hash_email, hash_phone
+from adsync.intake.reports import ClickPayload, ConversionPayload
 from adsync.models import Site
 
 # Used with fullmatch: "$" would also accept a trailing newline ("purchase\n").
@@ -68,33 +69,11 @@ class BatchPayloadError(PayloadError):
         return [str(error) for error in self.errors]
 
 
-@dataclass(frozen=True)
-class ClickPayload:
-    visitor_id: str
-    msclkid: str
-    url: str = ""
-
-
-@dataclass(frozen=True)
-class ConversionPayload:
-    """A validated conversion. Only hashes of email and phone are kept."""
-
-    event: str
-    order_id: str | None = None
-    value: Decimal | None = None
-    currency: str = ""
-    occurred_at: datetime | None = None  # None: the moment it is recorded
-    msclkid: str = ""
-    visitor_id: str = ""
-    hashed_email: str = ""
-    hashed_phone: str = ""
-
-
 # --- The body ---------------------------------------------------------------------------------
 
 def read_json(request: HttpRequest) -> dict[str, Any]:
     """The body as a JSON object, whatever the Content-Type (the snippet sends text/plain)."""
-    limit = settings.ADSYNC_MAX_BODY_BYTES
+    limit = conf.max_body_bytes
     too_big = PayloadError("body", f"is larger than {limit} bytes", status=413)
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import time
 
-from django.conf import settings
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from adsync.conf import conf
 from adsync.models import Site
 
 # What the public endpoint needs of a site: checking the origin and validating the report.
@@ -25,7 +25,7 @@ _sites: dict[str, tuple[float, Site | None]] = {}
 
 
 def site_for_key(key: str) -> Site | None:
-    ttl = settings.ADSYNC_SITE_CACHE_SECONDS
+    ttl = conf.site_cache_seconds
     now = time.monotonic()
     cached = _sites.get(key)
     if cached and cached[0] > now:

@@ -1,4 +1,4 @@
-"""Tracking URLs, mounted at the site root: the snippet, the browser ingest, the server API, the demo."""
+"""Tracking URLs, mounted at the site root: the snippet, the browser ingest, the server API."""
 
 from django.urls import path
 
@@ -11,5 +11,4 @@ urlpatterns = [
     path("t/v1/collect", views.collect, name="collect"),
     path("api/v1/conversions", views.api_conversions, name="api-conversions"),
     path("api/v1/conversions/<path:order_id>", views.api_conversion_detail, name="api-conversion"),
-    path("demo/", views.demo, name="demo"),
 ]

@@ -1,6 +1,7 @@
-"""Thin views: the snippet, the browser ingest, the server API and the demo shop page.
+"""Thin views: the snippet, the browser ingest and the server API.
 
-Validation lives in tracking/payloads.py, storage in tracking/ingest.py. Request bodies are
+Validation lives in tracking/payloads.py; the snippet's reports go to the inbox (tracking/accept.py),
+the server API's are stored at once (adsync/intake/record.py). Request bodies are
 never logged: they hold raw email addresses and phone numbers until payloads.py hashes them.
 """
 
@@ -12,13 +13,13 @@ from pathlib import Path
 
 from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 
+from adsync.intake import record
 from adsync.models import Conversion, Push, Site, format_conversion_time
-from tracking import http, inbox, ingest, payloads
+from tracking import accept, http, payloads
 from tracking.group_commit import CommitTimeout
 from tracking.payloads import PayloadError
 from tracking.site_cache import site_for_key
@@ -67,10 +68,10 @@ def collect(request: HttpRequest) -> HttpResponse:
         return http.allow_origin(http.json_error(error.status, error.detail), origin if readable else None)
     except OperationalError as error:  # the site's lookup: database down, or every pooled connection busy
         return busy(origin, error)
-    # Stored by the worker (tracking/inbox.py): the answer says the report was accepted, not what became of it.
+    # Stored by the worker (adsync/intake/inbox.py): the answer says the report was accepted, not what became of it.
     try:
-        kind = inbox.accept(site, event)
-    except inbox.SiteGone:
+        kind = accept.accept(site, event)
+    except accept.SiteGone:
         return http.allow_origin(http.json_error(404, "site: unknown site key"), None)
     except (OperationalError, CommitTimeout) as error:  # database down, or stuck
         return busy(origin, error)
@@ -95,7 +96,7 @@ def api_conversions(request: HttpRequest) -> HttpResponse:
         items, is_batch = payloads.parse_api(payloads.read_json(request), site, timezone.now())
     except PayloadError as error:
         return http.json_error(error.status, error.detail)
-    results = ingest.record_conversions(site, items, source=Conversion.SOURCE_SERVER)
+    results = record.record_conversions(site, items, source=Conversion.SOURCE_SERVER)
     out = [{**conversion_json(r.conversion), "created": r.created, "pushes": [push_json(p) for p in r.pushes]}
            for r in results]
     status = 201 if any(r.created for r in results) else 200
@@ -123,21 +124,6 @@ def api_conversion_detail(request: HttpRequest, order_id: str) -> HttpResponse:
     conversion = found[0]
     pushes = [push_json(p, detail=True) for p in conversion.pushes.order_by("id")]
     return JsonResponse({**conversion_json(conversion), "pushes": pushes})
-
-
-@require_safe
-def demo(request: HttpRequest) -> HttpResponse:
-    """A little shop page that embeds the snippet, to try the whole flow by hand."""
-    site = Site.objects.filter(key="demo").first() or Site.objects.order_by("pk").first()
-    page_origin = f"{request.scheme}://{request.get_host()}"
-    context = {
-        "site": site,
-        "snippet_url": request.build_absolute_uri("/t/v1/adsync.js"),
-        "page_origin": page_origin,
-        "origin_allowed": bool(site and site.allows_origin(page_origin)),
-        "msclkid_cookie": request.COOKIES.get("adsync_msclkid", ""),
-    }
-    return render(request, "demo/shop.html", context)
 
 
 def conversion_json(conversion: Conversion) -> dict:

@@ -5,5 +5,5 @@
 - oauth.py: the Microsoft identity platform (authorize URL, code exchange, refresh).
 - campaign.py: Campaign Management v13 (ApplyOfflineConversions, conversion goals).
 
-Reference for every wire detail: ../shared/docs/microsoft-ads-api.md (section numbers cited).
+Reference for every wire detail: docs/microsoft-api.md.
 """

@@ -1,7 +1,7 @@
 """Campaign Management v13 over REST/JSON: the operations adsync uses, one method each.
 
-Reference: ../shared/docs/microsoft-ads-api.md §1 (ApplyOfflineConversions) and §4 (goals).
-Base URL: settings.MICROSOFT_ADS_CAMPAIGN_API_URL (production, sandbox, emulator or a test double).
+Reference: docs/microsoft-api.md#apply-offline-conversions and #conversion-goals.
+Base URL: MICROSOFT_ADS_CAMPAIGN_API_URL (production, sandbox, emulator or a test double).
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import requests
-from django.conf import settings
 
+from adsync.conf import conf
 from adsync.microsoft.errors import BatchError, fault_from_response
 from adsync.microsoft.http import new_session, post_json
 
@@ -27,20 +27,20 @@ class ApplyResult:
 
 
 class CampaignClient:
-    """One ad account's view of Campaign Management: the four headers of §1.2 on every call."""
+    """One ad account's view of Campaign Management: the four headers of docs/microsoft-api.md#request-headers."""
 
     def __init__(self, *, access_token: str, customer_id: str, account_id: str,
                  developer_token: str | None = None, session: requests.Session | None = None):
         self.session = session or new_session()
         self.headers = {
             "Authorization": f"Bearer {access_token}",
-            "DeveloperToken": developer_token or settings.MICROSOFT_ADS_DEVELOPER_TOKEN,
+            "DeveloperToken": developer_token or conf.developer_token,
             "CustomerId": str(customer_id),
             "CustomerAccountId": str(account_id),
         }
 
     def _post(self, path: str, body: dict) -> tuple[dict, str]:
-        response = post_json(self.session, settings.MICROSOFT_ADS_CAMPAIGN_API_URL + path, body, self.headers)
+        response = post_json(self.session, conf.campaign_api_url + path, body, self.headers)
         if not response.ok:
             raise fault_from_response(response)
         try:

@@ -1,8 +1,8 @@
 """Customer Management v13 over REST/JSON: who the signed-in user is and which accounts they reach.
 
-Reference: ../shared/docs/microsoft-ads-api.md §3 (account picker). Only `Authorization` and
+Reference: docs/microsoft-api.md#account-picker (account picker). Only `Authorization` and
 `DeveloperToken` are sent: Customer Management needs no CustomerId/CustomerAccountId headers.
-Base URL: settings.MICROSOFT_ADS_CUSTOMER_API_URL (production, sandbox, emulator or a test double).
+Base URL: MICROSOFT_ADS_CUSTOMER_API_URL (production, sandbox, emulator or a test double).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import requests
-from django.conf import settings
 
+from adsync.conf import conf
 from adsync.microsoft.errors import fault_from_response
 from adsync.microsoft.http import new_session, post_json
 
@@ -20,9 +20,9 @@ GET_USER = "/CustomerManagement/v13/User/Query"
 SEARCH_ACCOUNTS = "/CustomerManagement/v13/Accounts/Search"
 # https://learn.microsoft.com/en-us/advertising/customer-management-service/searchaccounts?view=bingads-13
 
-PAGE_SIZE = 1000  # the documented maximum (§3, paging)
+PAGE_SIZE = 1000  # the documented maximum (docs/microsoft-api.md#account-picker, paging)
 MAX_PAGES = 100   # a guard against a server that never returns a short page
-VIEWER_ROLE_ID = 100  # CustomerRole.RoleId of a Viewer: cannot upload conversions (§3)
+VIEWER_ROLE_ID = 100  # CustomerRole.RoleId of a Viewer: cannot upload conversions (docs/microsoft-api.md#account-picker)
 ROLE_NAMES = {16: "Advertiser Campaign Manager", 33: "Aggregator", 41: "Super Admin", 100: "Viewer",
               203: "Standard User"}
 
@@ -67,11 +67,11 @@ class CustomerClient:
         self.session = session or new_session()
         self.headers = {
             "Authorization": f"Bearer {access_token}",
-            "DeveloperToken": developer_token or settings.MICROSOFT_ADS_DEVELOPER_TOKEN,
+            "DeveloperToken": developer_token or conf.developer_token,
         }
 
     def _post(self, path: str, body: dict) -> dict:
-        response = post_json(self.session, settings.MICROSOFT_ADS_CUSTOMER_API_URL + path, body, self.headers)
+        response = post_json(self.session, conf.customer_api_url + path, body, self.headers)
         if not response.ok:
             raise fault_from_response(response)
         try:
@@ -109,12 +109,13 @@ class CustomerClient:
 
 
 def _text(value) -> str:
-    """Ids arrive as strings (REST longs) or numbers (§1.3): keep the digits as a string."""
+    """Ids arrive as strings (REST longs) or numbers (docs/microsoft-api.md#request-body): keep the digits as a string."""
     return "" if value is None else str(value)
 
 
 def _role_ids_for(account: AdAccount, roles: list[dict]) -> list[int]:
-    """The roles that reach an account: listed explicitly, agency-linked, or customer-wide (§3, CustomerRole)."""
+    """The roles that reach an account: listed explicitly, agency-linked, or customer-wide
+    (docs/microsoft-api.md#customer-roles)."""
     found = []
     for role in roles:
         account_ids = {_text(a) for a in role.get("AccountIds") or []}

@@ -1,7 +1,7 @@
 """Microsoft Ads failures: one error type, and the only place codes and statuses are classified.
 
-Reference: ../shared/docs/microsoft-ads-api.md §1.7 (fault shapes), §1.8 (codes), §7
-(throttling), §10 (handling). Microsoft's message is always kept verbatim; the remedy hint is
+Reference: docs/microsoft-api.md#response-model (fault shapes), #error-codes (codes), #rate-limits
+(throttling), #adsync-rules (handling). Microsoft's message is always kept verbatim; the remedy hint is
 shown beside it, never instead of it.
 """
 
@@ -25,7 +25,7 @@ class Kind(StrEnum):
     REVIEW = "review"            # a code we do not know: an error that needs a human, never endless retries
 
 
-# Offline-conversion and generic codes (reference §1.8).
+# Offline-conversion and generic codes (docs/microsoft-api.md#error-codes).
 _CODE_KINDS: dict[int, Kind] = {
     0: Kind.TRANSIENT,
     5612: Kind.TRANSIENT,
@@ -42,7 +42,7 @@ _CODE_KINDS: dict[int, Kind] = {
     5600: Kind.REVIEW, 5601: Kind.REVIEW, 5602: Kind.REVIEW, 5608: Kind.REVIEW, 8004: Kind.REVIEW,
     5603: Kind.ROW, 5604: Kind.ROW, 5605: Kind.ROW, 5606: Kind.ROW, 5607: Kind.ROW, 5609: Kind.ROW,
     5610: Kind.ROW, 5611: Kind.ROW, 5616: Kind.ROW, 5617: Kind.ROW,
-    # Reporting (reference §5): 207 is too many concurrent report requests, not a call-rate limit.
+    # Reporting (docs/microsoft-api.md#reporting): 207 is too many concurrent report requests, not a call-rate limit.
     207: Kind.THROTTLED, 2101: Kind.TRANSIENT,
     2003: Kind.NO_ACCESS, 2035: Kind.ACCOUNT,
 }
@@ -166,7 +166,8 @@ def _retry_after(response: requests.Response) -> float | None:
 
 
 def fault_from_response(response: requests.Response) -> MicrosoftAdsError:
-    """Turn a non-2xx answer into a classified error (§1.7: top-level fault, or an ApplicationFault wrapper)."""
+    """Turn a non-2xx answer into a classified error: a top-level fault, or an ApplicationFault wrapper
+    (docs/microsoft-api.md#response-model)."""
     status = response.status_code
     tracking_id = response.headers.get("TrackingId", "")
     try:

@@ -6,8 +6,8 @@ Network failures become MicrosoftAdsError(kind=TRANSIENT), so callers deal with 
 from contextlib import contextmanager
 
 import requests
-from django.conf import settings
 
+from adsync.conf import conf
 from adsync.microsoft.errors import Kind, MicrosoftAdsError
 
 USER_AGENT = "adsync/0.1 (+offline conversions)"
@@ -26,14 +26,14 @@ def post_json(session: requests.Session, url: str, body: dict, headers: dict) ->
             url,
             json=body,
             headers={"Content-Type": "application/json", "Accept": "application/json", **headers},
-            timeout=settings.MICROSOFT_ADS_TIMEOUT,
+            timeout=conf.timeout,
         )
 
 
 def get(session: requests.Session, url: str, headers: dict | None = None) -> requests.Response:
     """GET with the configured timeout (e.g. a report download URL); transport failures are transient."""
     with transport_errors(url):
-        return session.get(url, headers=headers or {}, timeout=settings.MICROSOFT_ADS_TIMEOUT)
+        return session.get(url, headers=headers or {}, timeout=conf.timeout)
 
 
 @contextmanager
@@ -42,7 +42,7 @@ def transport_errors(url: str):
     try:
         yield
     except requests.Timeout:
-        raise MicrosoftAdsError(f"Timed out after {settings.MICROSOFT_ADS_TIMEOUT:g}s calling {_no_query(url)}",
+        raise MicrosoftAdsError(f"Timed out after {conf.timeout:g}s calling {_no_query(url)}",
                                 kind=Kind.TRANSIENT) from None
     except requests.RequestException as exc:
         raise MicrosoftAdsError(f"Network error calling {_no_query(url)}: {exc.__class__.__name__}",

@@ -1,7 +1,7 @@
 """Microsoft identity platform (OAuth 2.0) for Microsoft Advertising, through requests-oauthlib.
 
-Reference: ../shared/docs/microsoft-ads-api.md §2 (endpoints, scopes, token errors).
-Authorize: settings.MICROSOFT_ADS_OAUTH_AUTHORIZE_URL; token: settings.MICROSOFT_ADS_OAUTH_TOKEN_URL.
+Reference: docs/microsoft-api.md#oauth (endpoints, scopes, token errors).
+Authorize: MICROSOFT_ADS_OAUTH_AUTHORIZE_URL; token: MICROSOFT_ADS_OAUTH_TOKEN_URL.
 Token-endpoint failures become MicrosoftAdsError: invalid_grant → RECONNECT (the card shows
 Token expired), 5xx and network → TRANSIENT (retried later, state unchanged).
 """
@@ -11,21 +11,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from contextlib import contextmanager
 import secrets
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 import requests
-from django.conf import settings
 from django.utils import timezone
 from oauthlib.oauth2 import OAuth2Error
 from requests_oauthlib import OAuth2Session
 
+from adsync.conf import conf
 from adsync.microsoft.errors import Kind, MicrosoftAdsError
 from adsync.microsoft.http import USER_AGENT
-
 
 # Microsoft answers with fewer scopes than asked (offline_access is not echoed): not an error.
 os.environ.setdefault("OAUTHLIB_RELAX_TOKEN_SCOPE", "1")
@@ -57,7 +56,7 @@ class TokenSet:
 
 
 def scope() -> list[str]:
-    return settings.MICROSOFT_ADS_OAUTH_SCOPE.split()
+    return conf.oauth_scope.split()
 
 
 def _raise_on_server_error(response: requests.Response) -> requests.Response:
@@ -109,15 +108,15 @@ def code_challenge(code_verifier: str) -> str:
 
 
 def authorization_url(client_id: str, redirect_uri: str, state: str, code_verifier: str, prompt: str) -> str:
-    """Where to send the browser for consent (reference §2, "Authorize parameters").
+    """Where to send the browser for consent (docs/microsoft-api.md#oauth, "Authorize parameters").
 
     `prompt` is `select_account` on a first Connect and `consent` on Reconnect, so a revoked or
     changed consent is asked for again instead of silently reusing the old grant.
     """
     oauth = _session(client_id, redirect_uri=redirect_uri)
-    _allow_plain_http_for_loopback(settings.MICROSOFT_ADS_OAUTH_AUTHORIZE_URL)
+    _allow_plain_http_for_loopback(conf.oauth_authorize_url)
     url, _ = oauth.authorization_url(
-        settings.MICROSOFT_ADS_OAUTH_AUTHORIZE_URL,
+        conf.oauth_authorize_url,
         state=state,
         prompt=prompt,
         response_mode="query",
@@ -130,17 +129,17 @@ def authorization_url(client_id: str, redirect_uri: str, state: str, code_verifi
 def exchange_code(client_id: str, client_secret: str, code: str, redirect_uri: str, code_verifier: str) -> TokenSet:
     """Trade an authorization code for tokens, proving PKCE with the verifier kept in the session.
 
-    `redirect_uri` must be byte-for-byte the one sent to the authorize endpoint (reference §2).
+    `redirect_uri` must be byte-for-byte the one sent to the authorize endpoint (docs/microsoft-api.md#oauth).
     """
     oauth = _session(client_id, redirect_uri=redirect_uri)
     with _token_endpoint_errors():
         token = oauth.fetch_token(
-            settings.MICROSOFT_ADS_OAUTH_TOKEN_URL,
+            conf.oauth_token_url,
             code=code,
             client_secret=client_secret,
             include_client_id=True,
             code_verifier=code_verifier,
-            timeout=settings.MICROSOFT_ADS_TIMEOUT,
+            timeout=conf.timeout,
         )
     return TokenSet.from_response(token)
 
@@ -150,12 +149,12 @@ def refresh(client_id: str, client_secret: str, refresh_token: str) -> TokenSet:
     oauth = _session(client_id)
     with _token_endpoint_errors():
         token = oauth.refresh_token(
-            settings.MICROSOFT_ADS_OAUTH_TOKEN_URL,
+            conf.oauth_token_url,
             refresh_token=refresh_token,
             client_id=client_id,
             client_secret=client_secret,
             include_client_id=True,
-            timeout=settings.MICROSOFT_ADS_TIMEOUT,
+            timeout=conf.timeout,
         )
     return TokenSet.from_response(token, refresh_token)
 
@@ -163,7 +162,7 @@ def refresh(client_id: str, client_secret: str, refresh_token: str) -> TokenSet:
 @contextmanager
 def _token_endpoint_errors():
     """One translation for every token call: OAuth errors classified, network failures transient."""
-    _allow_plain_http_for_loopback(settings.MICROSOFT_ADS_OAUTH_TOKEN_URL)
+    _allow_plain_http_for_loopback(conf.oauth_token_url)
     try:
         yield
     except OAuth2Error as exc:

@@ -1,6 +1,6 @@
 """Reporting v13 over REST/JSON: submit a campaign performance report, poll it, download it.
 
-Reference: ../shared/docs/microsoft-ads-api.md §5. Base URL: settings.MICROSOFT_ADS_REPORTING_API_URL.
+Reference: docs/microsoft-api.md#reporting. Base URL: MICROSOFT_ADS_REPORTING_API_URL.
 The download URL is a short-lived signed link (5 minutes, possibly on another domain), so it is
 fetched without our Microsoft headers: the access token never leaves for a foreign host.
 """
@@ -15,8 +15,8 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 
 import requests
-from django.conf import settings
 
+from adsync.conf import conf
 from adsync.microsoft.errors import Kind, MicrosoftAdsError, fault_from_response
 from adsync.microsoft.http import get, new_session, post_json
 
@@ -25,7 +25,8 @@ SUBMIT_GENERATE_REPORT = "/Reporting/v13/GenerateReport/Submit"
 POLL_GENERATE_REPORT = "/Reporting/v13/GenerateReport/Poll"
 # https://learn.microsoft.com/en-us/advertising/reporting-service/pollgeneratereport?view=bingads-13
 
-# TimePeriod is required for Daily aggregation to take effect (§5); the rest is what the card shows.
+# TimePeriod is required for Daily aggregation to take effect (docs/microsoft-api.md#report-request); the rest is
+# what the card shows.
 CAMPAIGN_COLUMNS = ["TimePeriod", "AccountId", "CampaignId", "CampaignName", "Impressions", "Clicks", "Spend",
                     "Conversions", "Revenue", "CurrencyCode"]
 REQUIRED_COLUMNS = {"TimePeriod", "CampaignId"}
@@ -62,7 +63,7 @@ class CampaignDay:
 
 
 class ReportingClient:
-    """One ad account's view of the Reporting service: the four headers of §1.2 on every call."""
+    """One ad account's view of the Reporting service: the four headers of docs/microsoft-api.md#request-headers."""
 
     def __init__(self, *, access_token: str, customer_id: str, account_id: str,
                  developer_token: str | None = None, session: requests.Session | None = None):
@@ -70,13 +71,13 @@ class ReportingClient:
         self.account_id = str(account_id)
         self.headers = {
             "Authorization": f"Bearer {access_token}",
-            "DeveloperToken": developer_token or settings.MICROSOFT_ADS_DEVELOPER_TOKEN,
+            "DeveloperToken": developer_token or conf.developer_token,
             "CustomerId": str(customer_id),
             "CustomerAccountId": self.account_id,
         }
 
     def _post(self, path: str, body: dict) -> dict:
-        response = post_json(self.session, settings.MICROSOFT_ADS_REPORTING_API_URL + path, body, self.headers)
+        response = post_json(self.session, conf.reporting_api_url + path, body, self.headers)
         if not response.ok:
             raise fault_from_response(response)
         try:
@@ -111,7 +112,8 @@ class ReportingClient:
 
 
 def campaign_report_request(account_id: str, start: date, end: date, time_zone: str) -> dict:
-    """The CampaignPerformanceReportRequest of §5: FormatVersion 2.0 (no thousands separators), Daily."""
+    """The CampaignPerformanceReportRequest (docs/microsoft-api.md#report-request): FormatVersion 2.0 (no thousands
+    separators), Daily."""
     return {
         "Type": "CampaignPerformanceReportRequest",
         "Format": "Csv",
@@ -154,7 +156,7 @@ def parse_report_zip(data: bytes) -> list[CampaignDay]:
 def parse_report_csv(text: str) -> list[CampaignDay]:
     """Rows of a campaign performance CSV, with or without Microsoft's metadata header and footer.
 
-    Microsoft's layout (§5): quoted metadata lines ("Report Name: …", "Rows: …"), a blank line,
+    Microsoft's layout (docs/microsoft-api.md#reporting): quoted metadata lines ("Report Name: …", "Rows: …"), a blank line,
     the column header row, the data rows, a blank line and a copyright footer. The column header
     is found by name, and only rows as wide as it are data, so both ends are skipped whatever
     ExcludeReportHeader/Footer did.
@@ -169,7 +171,7 @@ def parse_report_csv(text: str) -> list[CampaignDay]:
     for row in rows[header_at + 1:]:
         if len(row) != len(header):
             continue  # blank separator or the copyright footer
-        days.append(_campaign_day(dict(zip(header, row))))
+        days.append(_campaign_day(dict(zip(header, row, strict=False))))  # a short row leaves fields out
     return days
 
 
@@ -188,7 +190,8 @@ def _campaign_day(cells: dict[str, str]) -> CampaignDay:
 
 
 def _parse_date(raw: str) -> date:
-    """Daily TimePeriod is yyyy-mm-dd (§5); m/d/yyyy is accepted in case an older format slips through."""
+    """Daily TimePeriod is yyyy-mm-dd (docs/microsoft-api.md#report-download); m/d/yyyy is accepted in case an older
+    format slips through."""
     raw = raw.strip()
     for fmt in ("%Y-%m-%d", "%m/%d/%Y"):
         try:

@@ -1,6 +1,6 @@
 """`manage.py connect_microsoft_ads`: connect a site from an existing refresh token (scripted set-up, support).
 
-The same service function as the admin's Connect ends with (adsync.lifecycle); the token is read
+The same service function as the admin's Connect ends with (adsync.connections.lifecycle); the token is read
 from a file (or stdin with `-`), validated by refreshing it once, and never printed.
 """
 
@@ -8,7 +8,8 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from adsync.lifecycle import connect_with_refresh_token
+from adsync import jobs
+from adsync.connections.lifecycle import connect_with_refresh_token
 from adsync.microsoft.errors import MicrosoftAdsError
 from adsync.models import Site
 
@@ -41,6 +42,7 @@ class Command(BaseCommand):
         except MicrosoftAdsError as err:
             raise CommandError(f"The refresh token was not accepted; nothing was saved. Microsoft: {err.describe()} "
                                f"— {err.hint}") from None
+        jobs.enqueue(jobs.connection_ready, connection.pk)  # held rows released, goals fetched, insights synced
         self.stdout.write(self.style.SUCCESS(
             f"Connected {site.name} → Account ID {connection.account_id} (connection {connection.pk}, Active); "
             f"access token valid until {connection.token_expires_at:%Y-%m-%d %H:%M} UTC."))

@@ -1,10 +1,10 @@
-"""`manage.py flush_conversions`: one flush, the same code the 2-minute schedule runs."""
+"""`manage.py flush_conversions`: one flush, the same code the 2-minute `adsync:flush` job runs."""
 
 from django.core.management.base import BaseCommand
 
+from adsync.jobs import run_flush
 from adsync.models import Connection
-from adsync.operations import due_rows, summarize, validate
-from adsync.tasks import flush_conversions
+from adsync.push.operations import due_rows, summarize, validate
 
 
 class Command(BaseCommand):
@@ -19,7 +19,7 @@ class Command(BaseCommand):
     def handle(self, *args, connections=None, dry_run=False, **options):
         if dry_run:
             return self.dry_run(connections)
-        results = flush_conversions(connection_ids=connections)
+        results = run_flush(connections)
         if not results:
             self.stdout.write("No active connection to flush.")
         for result in results:

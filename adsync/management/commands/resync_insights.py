@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from adsync.insights import DEFAULT_DAYS, FAILED, OK, SKIPPED, InsightsResult, sync_many
+from adsync.insights.sync import DEFAULT_DAYS, FAILED, OK, SKIPPED, InsightsResult, sync_many
 from adsync.models import Connection, Site
 
 

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand
 
-from adsync.key_rotation import rotate_all
+from adsync.security.key_rotation import rotate_all
 
 
 class Command(BaseCommand):

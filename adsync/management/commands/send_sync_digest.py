@@ -1,6 +1,6 @@
 """`manage.py send_sync_digest [--since 24h] [--dry-run]`: the daily digest, now.
 
-A thin shell over adsync.digest.send_digest, the function the `adsync:digest` schedule runs.
+A thin shell over adsync.notify.digest.send_digest, the function the `adsync:digest` schedule runs.
 """
 
 import re
@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 
-from adsync.digest import render_digest, send_digest
+from adsync.notify.digest import render_digest, send_digest
 
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 

@@ -5,7 +5,7 @@ Run after `migrate`, next to `setup_schedules`; never from AppConfig.ready().
 
 from django.core.management.base import BaseCommand
 
-from adsync.roles import ensure_roles
+from adsync.security.roles import ensure_roles
 
 
 class Command(BaseCommand):

@@ -5,7 +5,7 @@ Run after `migrate`, never from AppConfig.ready(). Schedules are rows named `ads
 
 from django.core.management.base import BaseCommand
 
-from adsync.schedules import ensure_schedules
+from adsync.jobs import ensure_schedules
 
 
 class Command(BaseCommand):

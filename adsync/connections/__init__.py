@@ -1,0 +1,1 @@
+"""A Microsoft Ads connection's life: Connect / Reconnect / Disconnect, tokens, health (the card's state), throttling."""

@@ -1,0 +1,1 @@
+"""Storing what sites report: validated clicks and conversions become rows, with their sync-log entries."""

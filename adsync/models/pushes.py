@@ -1,0 +1,146 @@
+"""The sync log: one Push per conversion and connection, and the OfflineConversion JSON it becomes.
+
+Every change of a push's status, attempts, next attempt and error fields is written by
+adsync/push/transitions.py, always as filter(...).update(...) under a condition it checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timezone as dt_timezone
+
+from django.db import models
+from django.db.models import Q
+from django.db.models.lookups import In
+from django.utils import timezone
+
+from adsync.models.connections import Connection
+from adsync.models.conversions import Conversion
+
+
+class PushQuerySet(models.QuerySet):
+    def due(self, now=None):
+        """Queued rows no worker holds and whose retry time has come."""
+        now = now or timezone.now()
+        return self.filter(status=Push.QUEUED, next_attempt_at__lte=now).filter(
+            Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+        )
+
+
+class Push(models.Model):
+    """A sync-log row: one conversion sent (or held back) to one connection."""
+
+    QUEUED = "queued"
+    SENT = "sent"
+    PENDING_IDENTITY = "pending_identity"
+    ERROR = "error"
+    STATUSES = [(QUEUED, "queued"), (SENT, "sent"), (PENDING_IDENTITY, "pending_identity"), (ERROR, "error")]
+
+    # No separate FK indexes: push_once_per_connection leads with conversion, push_due and
+    # push_log_filter with connection. Every index is written on each status change.
+    conversion = models.ForeignKey(Conversion, on_delete=models.CASCADE, related_name="pushes", db_index=False)
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="pushes", db_index=False)
+    goal_name = models.CharField("Goal Name", max_length=100)
+    msclkid = models.CharField(max_length=100, blank=True)
+    hashed_email = models.CharField(max_length=64, blank=True)
+    hashed_phone = models.CharField(max_length=64, blank=True)
+    value = models.DecimalField(max_digits=15, decimal_places=3, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    conversion_time = models.DateTimeField(help_text="Sent to Microsoft as ConversionTime, UTC, identical on every retry.")
+    click_time = models.DateTimeField(null=True, blank=True, help_text="When the msclkid's click landed, if known.")
+
+    status = models.CharField(max_length=20, choices=STATUSES, default=QUEUED)
+    error_code = models.IntegerField(null=True, blank=True, help_text="Microsoft's numeric Code")
+    error_symbol = models.CharField(max_length=100, blank=True, help_text="Microsoft's ErrorCode")
+    error_message = models.TextField(blank=True, help_text="Microsoft's Message, verbatim")
+    tracking_id = models.CharField(max_length=64, blank=True, help_text="Microsoft's TrackingId for the request")
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    claim_token = models.UUIDField(null=True, blank=True)
+    # Our idempotency key: (connection, goal, msclkid or identity hash, conversion time). Null
+    # while the row has no identity. Unique, so the same conversion never gets a second push.
+    dedupe_key = models.CharField(max_length=64, null=True, blank=True, editable=False)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = PushQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "sync-log entry"
+        verbose_name_plural = "sync log"
+        constraints = [
+            models.UniqueConstraint(fields=["conversion", "connection"], name="push_once_per_connection"),
+            models.UniqueConstraint(fields=["dedupe_key"], name="push_dedupe_key"),
+        ]
+        indexes = [
+            # The flush's claim query: only queued rows are indexed, so it stays small.
+            models.Index(
+                fields=["connection", "next_attempt_at", "id"], name="push_due",
+                condition=Q(status="queued"),
+            ),
+            models.Index(fields=["connection", "status", "-created_at"], name="push_log_filter"),
+            models.Index(fields=["-created_at", "-id"], name="push_log_recent"),
+            models.Index(fields=["msclkid"], name="push_msclkid"),
+            # The sync log's status filter, newest first (the admin orders by -id; docs/performance.md).
+            models.Index(fields=["status", "-id"], name="push_log_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.goal_name} · {self.msclkid or 'no msclkid'} · {self.status}"
+
+    def compute_dedupe_key(self) -> str | None:
+        identity = self.msclkid or self.hashed_email or self.hashed_phone
+        if not identity:
+            return None
+        raw = "|".join([str(self.connection_id), self.goal_name, identity, format_conversion_time(self.conversion_time)])
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    @property
+    def is_adsync_error(self) -> bool:
+        """True when adsync held the row back itself (a pre-send check), not Microsoft."""
+        return self.error_symbol.startswith(ADSYNC_ERROR_PREFIX)
+
+    def as_offline_conversion(self) -> dict:
+        return offline_conversion_json(self)
+
+
+ADSYNC_ERROR_PREFIX = "adsync:"
+
+
+def offline_conversion_json(push) -> dict:
+    """The OfflineConversion JSON object (docs/microsoft-api.md#request-body) for a Push or a claimed row."""
+    item: dict = {
+        "ConversionName": push.goal_name,
+        "ConversionTime": format_conversion_time(push.conversion_time),
+    }
+    if push.value is not None:
+        item["ConversionValue"] = float(push.value)
+    if push.currency:
+        item["ConversionCurrencyCode"] = push.currency
+    if push.msclkid:
+        item["MicrosoftClickId"] = push.msclkid
+    if push.hashed_email:
+        item["HashedEmailAddress"] = push.hashed_email
+    if push.hashed_phone:
+        item["HashedPhoneNumber"] = push.hashed_phone
+    return item
+
+
+def format_conversion_time(moment) -> str:
+    """UTC, whole seconds, trailing Z: the same string on every retry so Microsoft de-duplicates."""
+    return moment.astimezone(dt_timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class AnyOf(In):
+    """`id__any=[...]`: `id = ANY(%s)` with one array parameter on PostgreSQL (Django's `IN` binds 1,000)."""
+
+    lookup_name = "any"
+
+    def as_postgresql(self, compiler, connection):
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        return f"{lhs} = ANY(%s)", (*lhs_params, list(self.rhs))
+
+
+Push._meta.get_field("id").register_lookup(AnyOf)

@@ -1,0 +1,1 @@
+"""Telling people: staff emails, immediate alerts, the daily digest, support details."""

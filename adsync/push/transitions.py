@@ -1,0 +1,254 @@
+"""The one owner of a push's state: every write of status, attempts, next attempt and error fields.
+
+A push (a sync-log row) moves through these states:
+
+    created ──► queued ──► sent
+       │          │  ▲
+       │          │  └── retry (transient failure, backoff) / hold (not yet sendable) / release
+       │          └────► error (Microsoft refused it, adsync's pre-send check, or too many attempts)
+       └──► pending_identity ──► queued (a click learned later) / error (90-day window closed)
+                  error ──► queued (Replay, or a fixed Goal Name)
+
+Each edge is one function here, written with filter(...).update(...) under the condition it
+checked, so a row's state only moves as this module allows and a constant number of queries
+serves a whole batch. Nothing else in adsync writes these columns.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db.models import F, Q, QuerySet
+from django.utils import timezone
+
+from adsync.conf import conf
+from adsync.microsoft.errors import GOAL_NOT_FOUND_CODE
+from adsync.models import ADSYNC_ERROR_PREFIX, Connection, Conversion, GoalMapping, Push
+
+log = logging.getLogger(__name__)
+
+MICROSOFT_WINDOW = timedelta(days=90)  # conversions older than this are refused (docs/microsoft-api.md#time-rules)
+BACKOFF_BASE_SECONDS = 60
+BACKOFF_CAP_SECONDS = 6 * 3600
+# 5614 (clock skew) and 5615 (goal younger than 2 hours): Microsoft says when to try again.
+WAIT_DELAYS = {5614: timedelta(minutes=5), 5615: timedelta(minutes=30)}
+IDENTITY_EXPIRED_REASON = (
+    "No msclkid arrived before Microsoft's 90-day window closed: this conversion can no longer be "
+    "attributed. Check auto-tagging and that the snippet is on every landing page.")
+_RESET_ERROR = {"error_code": None, "error_symbol": "", "error_message": ""}
+_UNCLAIM = {"claim_token": None, "claimed_until": None}
+
+
+# --- Created -------------------------------------------------------------------------------------
+
+def initial_status(conversion: Conversion, connection: Connection) -> str:
+    """queued when Microsoft can match the conversion (a click id, or hashes with enhanced conversions on)."""
+    if conversion.msclkid:
+        return Push.QUEUED
+    if connection.enhanced_conversions and (conversion.hashed_email or conversion.hashed_phone):
+        return Push.QUEUED
+    return Push.PENDING_IDENTITY
+
+
+def create_pushes(conversion: Conversion, mappings: list[GoalMapping] | None = None) -> list[Push]:
+    """One push per connection of the conversion's site that maps its event (or per given mapping).
+
+    Connections that are not active still get queued rows: they wait, and go out on the first
+    flush after Reconnect. A push whose dedupe key is taken already (the same goal, click and
+    second) is not created: Microsoft would ignore it as a duplicate.
+    """
+    if mappings is None:
+        # Only what a push needs: this runs for every stored conversion, and loading the whole
+        # connection would decrypt its OAuth tokens for nothing.
+        mappings = GoalMapping.objects.filter(
+            connection__site_id=conversion.site_id, event_name=conversion.event_name
+        ).select_related("connection").only("goal_name", "connection", "connection__enhanced_conversions")
+    now = timezone.now()
+    pushes = [
+        Push(
+            conversion=conversion, connection=mapping.connection, goal_name=mapping.goal_name,
+            msclkid=conversion.msclkid, hashed_email=conversion.hashed_email, hashed_phone=conversion.hashed_phone,
+            value=conversion.value, currency=conversion.currency, conversion_time=conversion.occurred_at,
+            click_time=conversion.click_time, status=initial_status(conversion, mapping.connection),
+            next_attempt_at=now, created_at=now, updated_at=now,
+        )
+        for mapping in mappings
+    ]
+    for push in pushes:
+        push.dedupe_key = push.compute_dedupe_key()
+    return Push.objects.bulk_create(pushes, ignore_conflicts=True)
+
+
+# --- pending_identity → queued / error ---------------------------------------------------------------
+
+def identify(conversion_ids: list[int], msclkid: str, click_time: datetime) -> int:
+    """A click learned late: these conversions' pending_identity pushes take it and are queued.
+
+    Pushes whose (connection, goal, click, second) is already taken stay pending_identity:
+    Microsoft would ignore them as duplicates, and the unique dedupe key would refuse them.
+    """
+    now = timezone.now()
+    pushes = list(Push.objects.filter(conversion_id__in=conversion_ids, status=Push.PENDING_IDENTITY))
+    for push in pushes:
+        push.msclkid, push.click_time, push.status = msclkid, click_time, Push.QUEUED
+        push.next_attempt_at = push.updated_at = now
+        push.dedupe_key = push.compute_dedupe_key()
+    pushes = _without_taken_keys(pushes)
+    Push.objects.bulk_update(pushes, ["msclkid", "click_time", "status", "next_attempt_at", "updated_at", "dedupe_key"],
+                             batch_size=500)
+    return len(pushes)
+
+
+def expire_pending_identity(now: datetime | None = None) -> int:
+    """pending_identity rows older than Microsoft's 90 days can never be sent: error, with the reason."""
+    now = now or timezone.now()
+    return Push.objects.filter(status=Push.PENDING_IDENTITY, conversion_time__lt=now - MICROSOFT_WINDOW).update(
+        status=Push.ERROR, error_code=None, error_symbol=ADSYNC_ERROR_PREFIX + "identity_expired",
+        error_message=IDENTITY_EXPIRED_REASON, updated_at=now)
+
+
+# --- error → queued -----------------------------------------------------------------------------------
+
+def replay(pushes: QuerySet[Push]) -> int:
+    """Re-queue `error` rows still inside Microsoft's 90-day window; returns how many."""
+    now = timezone.now()
+    return pushes.filter(status=Push.ERROR, conversion_time__gte=now - MICROSOFT_WINDOW).update(
+        status=Push.QUEUED, attempts=0, next_attempt_at=now, updated_at=now, **_UNCLAIM, **_RESET_ERROR)
+
+
+def rename_goal(mapping: GoalMapping) -> int:
+    """A fixed Goal Name: the mapping's queued rows take it, and its goal-not-found rows retry with it.
+
+    Rows Microsoft rejected with 5606 and rows adsync's own goal check refused are re-queued if
+    still inside Microsoft's window; nothing else is re-sent. Returns how many rows were re-queued.
+    """
+    now = timezone.now()
+    rows = Push.objects.filter(connection=mapping.connection, conversion__event_name=mapping.event_name)
+    rows.filter(status=Push.QUEUED).update(goal_name=mapping.goal_name, updated_at=now)
+    failed = rows.filter(status=Push.ERROR, conversion_time__gte=now - MICROSOFT_WINDOW).filter(
+        Q(error_code=GOAL_NOT_FOUND_CODE) | Q(error_symbol=ADSYNC_ERROR_PREFIX + "goal_not_found"))
+    pushes = list(failed.only("id", "connection_id", "msclkid", "hashed_email", "hashed_phone", "conversion_time"))
+    for push in pushes:
+        push.goal_name = mapping.goal_name
+        push.dedupe_key = push.compute_dedupe_key()
+    pushes = _without_taken_keys(pushes)  # already pushed under that goal
+    for push in pushes:
+        push.status, push.attempts, push.next_attempt_at, push.updated_at = Push.QUEUED, 0, now, now
+        push.error_code, push.error_symbol, push.error_message = None, "", ""
+    Push.objects.bulk_update(pushes, ["status", "goal_name", "dedupe_key", "attempts", "next_attempt_at",
+                                      "error_code", "error_symbol", "error_message", "updated_at"], batch_size=500)
+    log.info("mapping %s changed: %s row(s) re-queued", mapping.pk, len(pushes))
+    return len(pushes)
+
+
+def _without_taken_keys(pushes: list[Push]) -> list[Push]:
+    """Drop pushes whose dedupe key a stored push, or an earlier one of this list, already holds."""
+    keys = [p.dedupe_key for p in pushes if p.dedupe_key]
+    taken = set(Push.objects.filter(dedupe_key__in=keys).values_list("dedupe_key", flat=True)) if keys else set()
+    kept = []
+    for push in pushes:
+        if push.dedupe_key in taken:
+            continue
+        if push.dedupe_key:
+            taken.add(push.dedupe_key)
+        kept.append(push)
+    return kept
+
+
+# --- queued: waiting for the connection ------------------------------------------------------------
+
+def release_held(connection: Connection) -> int:
+    """Queued rows parked while the connection could not send become due now (after a Reconnect)."""
+    now = timezone.now()
+    return Push.objects.filter(connection=connection, status=Push.QUEUED, next_attempt_at__gt=now).update(
+        next_attempt_at=now)
+
+
+# --- queued → sent / retry / hold / error: one flush batch ----------------------------------------------
+
+def retry_delay(code: int | None, attempts: int) -> timedelta:
+    """Backoff before the next attempt: Microsoft's own wait for 5614/5615, else exponential with jitter."""
+    if code in WAIT_DELAYS:
+        return WAIT_DELAYS[code]
+    seconds = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** attempts)
+    return timedelta(seconds=seconds * random.uniform(0.8, 1.2))
+
+
+@dataclass
+class BatchCounts:
+    """What writing one batch's outcome did to its rows."""
+
+    sent: int = 0
+    errors: int = 0
+    requeued: int = 0
+    error_messages: list[str] = field(default_factory=list)
+
+
+class BatchOutcome:
+    """Collects a claimed batch's row outcomes, then writes them as a few grouped UPDATEs.
+
+    Every UPDATE is limited to rows still carrying this batch's claim token, so a batch whose
+    lease ran out (and was claimed by another worker) cannot overwrite that worker's result.
+    """
+
+    def __init__(self, claim_token):
+        self.token = claim_token
+        self.now = timezone.now()
+        self.sent: list[int] = []
+        self.failed: dict[tuple, list[int]] = defaultdict(list)
+        self.retried: dict[tuple, list[int]] = defaultdict(list)
+        self.released: dict = defaultdict(list)
+        self.held: dict[tuple, list[int]] = defaultdict(list)
+
+    def send(self, push) -> None:
+        """Microsoft accepted it."""
+        self.sent.append(push.pk)
+
+    def fail(self, push, code, symbol, message) -> None:
+        """Final: Microsoft refused it for good, or adsync's check did."""
+        self.failed[(code, symbol or "", message or "")].append(push.pk)
+
+    def retry(self, push, code, symbol, message) -> None:
+        """A transient failure: retried after a backoff, until ADSYNC_MAX_ATTEMPTS, then final."""
+        if push.attempts + 1 >= conf.max_attempts:
+            self.fail(push, code, symbol, message)
+            return
+        # Grouped by attempt count: one jittered delay serves the whole group (one UPDATE).
+        self.retried[(push.attempts, code, symbol or "", message or "")].append(push.pk)
+
+    def hold(self, push, until, symbol: str, reason: str) -> None:
+        """Not sent yet and not an attempt: stays queued until `until`, with the reason visible."""
+        self.held[(until, symbol, reason)].append(push.pk)
+
+    def release(self, pushes, next_attempt_at) -> None:
+        """Not sent, through no fault of the rows (throttled, connection problem): queued, no attempt counted."""
+        self.released[next_attempt_at].extend(p.pk for p in pushes)
+
+    def _rows(self, ids: list[int]) -> QuerySet[Push]:
+        return Push.objects.filter(id__any=ids, claim_token=self.token)
+
+    def write(self, tracking_id: str) -> BatchCounts:
+        counts = BatchCounts()
+        unclaim = {**_UNCLAIM, "updated_at": self.now}
+        attempt = {"tracking_id": tracking_id, "attempts": F("attempts") + 1}
+        if self.sent:
+            counts.sent += self._rows(self.sent).update(
+                status=Push.SENT, sent_at=self.now, **attempt, **_RESET_ERROR, **unclaim)
+        for (code, symbol, message), ids in self.failed.items():
+            counts.errors += self._rows(ids).update(
+                status=Push.ERROR, **attempt, error_code=code, error_symbol=symbol, error_message=message, **unclaim)
+            counts.error_messages.append(message)
+        for (attempts, code, symbol, message), ids in self.retried.items():
+            counts.requeued += self._rows(ids).update(
+                **attempt, next_attempt_at=self.now + retry_delay(code, attempts),
+                error_code=code, error_symbol=symbol, error_message=message, **unclaim)
+        for (until, symbol, reason), ids in self.held.items():
+            self._rows(ids).update(next_attempt_at=until, error_code=None, error_symbol=symbol, error_message=reason,
+                                   **unclaim)
+        for next_attempt_at, ids in self.released.items():
+            counts.requeued += self._rows(ids).update(next_attempt_at=next_attempt_at, **unclaim)
+        return counts

@@ -1,0 +1,1 @@
+"""Secrets and staff: encryption at rest, key rotation, roles, staff sign-in, security system checks."""
