@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from emulator.models import (
     EmulatorAccount,
+    EmulatorAdjustment,
     EmulatorApp,
     EmulatorBehaviour,
     EmulatorCampaign,
@@ -105,10 +106,27 @@ class EmulatorConversionAdmin(admin.ModelAdmin):
     """What the emulator received: read-only, like Microsoft's side of the wire."""
 
     list_display = ["received_at", "account", "goal_name", "msclkid", "conversion_time", "value", "currency",
-                    "duplicate", "tracking_id"]
-    list_filter = ["duplicate", "account", "goal_name"]
+                    "duplicate", "retracted", "restated_value", "tracking_id"]
+    list_filter = ["duplicate", "retracted", "account", "goal_name"]
     list_select_related = ["account"]
     search_fields = ["msclkid", "tracking_id", "goal_name"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(EmulatorAdjustment)
+class EmulatorAdjustmentAdmin(admin.ModelAdmin):
+    """What ApplyOfflineConversionAdjustments accepted: read-only, like received conversions."""
+
+    list_display = ["received_at", "account", "adjustment_type", "conversion", "adjustment_time", "value",
+                    "currency", "tracking_id"]
+    list_filter = ["adjustment_type", "account"]
+    list_select_related = ["account", "conversion"]
+    search_fields = ["conversion__msclkid", "tracking_id", "conversion__goal_name"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -3,7 +3,9 @@
 Reference: ../shared/docs/microsoft-ads-api.md §1.7 (fault shapes) and §1.8 (codes). Messages
 quoted in §1.8 are used verbatim; the others paraphrase Microsoft's operation-error-codes page,
 and the reporting codes 2001-2011 follow the older adCenter reporting list (their symbolic
-names are the emulator's best guess).
+names are the emulator's best guess). The adjustment codes (5618-5627) take their names and
+texts from Microsoft's list:
+https://learn.microsoft.com/en-us/advertising/guides/operation-error-codes?view=bingads-13
 A view raises a Fault; emulator/http.py renders it with the request's TrackingId.
 """
 
@@ -64,6 +66,22 @@ ERRORS: dict[int, tuple[str, str]] = {
     5616: ("ConversionTimeEarlierThanClickTime", "The conversion time must be later than the click time."),
     5617: ("ClickIdDateTimeOutsideGoalConversionWindow", "The date and time for the click ID is outside the "
                                                         "conversion window for this goal."),
+    # Adjustments (ApplyOfflineConversionAdjustments).
+    5618: ("OfflineConversionInvalidAdjustmentType", "The offline conversion adjustment type is invalid."),
+    5619: ("OfflineConversionAdjustmentTimeNullOrEmpty", "The offline conversion adjustment time is empty."),
+    5620: ("OfflineConversionAdjustmentTimeEarlierThanConversionTime", "The offline conversion adjustment time is "
+                                                                      "earlier than conversion time."),
+    5621: ("OfflineConversionAdjustmentTimeInvalid", "The offline conversion adjustment time is invalid."),
+    5622: ("OfflineConversionFutureAdjustmentTimeCannotBeSet", "The offline conversion adjustment time cannot be "
+                                                              "in the future."),
+    5623: ("OfflineConversionAdjustmentTimeOutOfWindow", "The offline conversion adjustment time is out of the "
+                                                        "window."),
+    5624: ("OfflineConversionAdjustmentValueNotExpected", "The offline conversion adjustment value is not "
+                                                         "expected."),
+    5625: ("OfflineConversionAdjustmentValueRequired", "The offline conversion adjustment value is required."),
+    5626: ("OfflineConversionCurrencyValueRequired", "The offline conversion currency value is required."),
+    5627: ("OfflineConversionRestateRetractNotSupported", "The offline conversion restate or retract operation is "
+                                                         "not supported."),
     8004: ("EmailMustBeHashed", "Email address can't be in plain text and must be hashed."),
 }
 

@@ -121,7 +121,6 @@ class EmulatorGoal(models.Model):
     def window(self) -> timedelta:
         return timedelta(minutes=self.conversion_window_in_minutes)
 
-
 class EmulatorCampaign(models.Model):
     """A campaign, only so the performance report has rows to show."""
 
@@ -168,7 +167,6 @@ class EmulatorApp(models.Model):
 
     def __str__(self) -> str:
         return self.name or self.client_id
-
 
 class EmulatorToken(models.Model):
     """An authorization code, access token or refresh token issued by the emulator's token endpoint.
@@ -222,6 +220,12 @@ class EmulatorConversion(models.Model):
     received_at = models.DateTimeField(default=timezone.now)
     duplicate = models.BooleanField(default=False, help_text="Same goal, click (or hashes) and time as an earlier one: "
                                                              "accepted silently, not counted.")
+    retracted = models.BooleanField(default=False, help_text="Retracted by an adjustment: no longer in reports.")
+    restated_value = models.FloatField(null=True, blank=True, help_text="The value of the latest Restate, if any.")
+    restated_currency = models.CharField(max_length=3, blank=True)
+    restated_at = models.DateTimeField(
+        null=True, blank=True, help_text="AdjustmentTime of the Restate in force: a later one replaces it, an "
+                                         "earlier one arriving afterwards does not.")
 
     class Meta:
         ordering = ["-received_at", "-id"]
@@ -234,11 +238,39 @@ class EmulatorConversion(models.Model):
     def dedup_key(self) -> tuple:
         return dedup_key(self.goal_name, self.msclkid, self.hashed_email, self.hashed_phone, self.conversion_time)
 
+    @property
+    def reported_value(self) -> float | None:
+        """What reports count as this conversion's revenue: the restated value, else the value sent."""
+        return self.restated_value if self.restated_at is not None else self.value
+
 
 def dedup_key(goal_name: str, msclkid: str, hashed_email: str, hashed_phone: str, conversion_time) -> tuple:
     """Microsoft's duplicate rule (§1.5): same goal, same click (or identity) and same conversion time."""
     identity = (msclkid,) if msclkid else ("", hashed_email, hashed_phone)
     return (goal_name, *identity, conversion_time)
+
+
+class EmulatorAdjustment(models.Model):
+    """Every ApplyOfflineConversionAdjustments item the emulator accepted, against the conversion it adjusts."""
+
+    RESTATE, RETRACT = "Restate", "Retract"
+    TYPES = [(RESTATE, RESTATE), (RETRACT, RETRACT)]
+
+    account = models.ForeignKey(EmulatorAccount, on_delete=models.CASCADE, related_name="adjustments")
+    conversion = models.ForeignKey(EmulatorConversion, on_delete=models.CASCADE, related_name="adjustments")
+    adjustment_type = models.CharField(max_length=10, choices=TYPES)
+    adjustment_time = models.DateTimeField()
+    value = models.FloatField(null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    tracking_id = models.CharField(max_length=36)
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        verbose_name = "received adjustment"
+
+    def __str__(self) -> str:
+        return f"{self.adjustment_type} · {self.conversion}"
 
 
 class EmulatorReportRequest(models.Model):

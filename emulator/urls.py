@@ -17,6 +17,8 @@ urlpatterns = [
     path("oauth2/v2.0/authorize", oauth_views.authorize, name="authorize"),
     path("oauth2/v2.0/token", oauth_views.token, name="token"),
     path(CAMPAIGN + "OfflineConversions/Apply", views.apply_offline_conversions, name="apply-offline-conversions"),
+    path(CAMPAIGN + "OfflineConversionAdjustments/Apply", views.apply_offline_conversion_adjustments,
+         name="apply-offline-conversion-adjustments"),
     path(CAMPAIGN + "ConversionGoals/QueryByIds", views.query_conversion_goals, name="query-conversion-goals"),
     path(CUSTOMER + "User/Query", views.get_user, name="get-user"),
     path(CUSTOMER + "Accounts/Search", views.search_accounts, name="search-accounts"),
