@@ -31,13 +31,17 @@ class EmulatorUserAdmin(admin.ModelAdmin):
 class GoalInline(admin.TabularInline):
     model = EmulatorGoal
     extra = 0
-    fields = ["name", "type", "status", "conversion_window_in_minutes", "is_enhanced_conversions_enabled",
-              "created_at"]
+    fields = ["name", "type", "status", "conversion_window_in_minutes", "count_type",
+              "is_enhanced_conversions_enabled", "created_at"]
 
 
 @admin.register(EmulatorAccount)
 class EmulatorAccountAdmin(admin.ModelAdmin):
-    list_display = ["name", "account_id", "parent_customer_id", "number", "currency_code", "life_cycle_status"]
+    """`MSCLKIDAutoTaggingEnabled` is editable in the list: the switch that turns auto-tagging off."""
+
+    list_display = ["name", "account_id", "parent_customer_id", "number", "currency_code", "life_cycle_status",
+                    "msclkid_auto_tagging_enabled"]
+    list_editable = ["msclkid_auto_tagging_enabled"]
     search_fields = ["name", "account_id", "number"]
     filter_horizontal = ["users"]
     inlines = [GoalInline]
@@ -45,7 +49,7 @@ class EmulatorAccountAdmin(admin.ModelAdmin):
 
 @admin.register(EmulatorGoal)
 class EmulatorGoalAdmin(admin.ModelAdmin):
-    list_display = ["name", "account", "type", "status", "conversion_window_in_minutes",
+    list_display = ["name", "account", "type", "status", "conversion_window_in_minutes", "count_type",
                     "is_enhanced_conversions_enabled", "created_at", "goal_id"]
     list_editable = ["status", "is_enhanced_conversions_enabled"]
     list_filter = ["status", "type", "account"]

@@ -77,6 +77,11 @@ class EmulatorAccount(models.Model):
     life_cycle_status = models.CharField("AccountLifeCycleStatus", max_length=20, default="Active",
                                          choices=[(s, s) for s in LIFE_CYCLE])
     users = models.ManyToManyField(EmulatorUser, related_name="accounts", blank=True)
+    msclkid_auto_tagging_enabled = models.BooleanField(
+        "MSCLKIDAutoTaggingEnabled", default=True,
+        help_text="The account property GetAccountProperties reports. On by default, like a new Microsoft "
+                  "account; switch it off to see adsync's auto-tagging warning. AddConversionGoals turns it "
+                  "back on, as Microsoft does whenever a goal is added.")
 
     class Meta:
         ordering = ["name"]
@@ -91,6 +96,7 @@ class EmulatorGoal(models.Model):
 
     ACTIVE, PAUSED = "Active", "Paused"
     OFFLINE = "OfflineConversion"
+    REVENUE_TYPES = ["FixedValue", "VariableValue", "NoValue"]
     TYPES = ["OfflineConversion", "Url", "Event", "Duration", "PagesViewedPerVisit", "AppInstall",
              "InStoreTransaction"]
 
@@ -102,7 +108,12 @@ class EmulatorGoal(models.Model):
     conversion_window_in_minutes = models.PositiveIntegerField(
         default=43200, validators=[MinValueValidator(1), MaxValueValidator(129600)])
     count_type = models.CharField(max_length=10, default="All", choices=[("All", "All"), ("Unique", "Unique")])
+    revenue_type = models.CharField(
+        "Revenue.Type", max_length=15, blank=True, choices=[(t, t) for t in REVENUE_TYPES],
+        help_text="Empty: NoValue without a revenue value, VariableValue with one.")
     revenue_value = models.DecimalField(max_digits=15, decimal_places=3, null=True, blank=True)
+    revenue_currency_code = models.CharField(
+        "Revenue.CurrencyCode", max_length=3, blank=True, help_text="Empty: the account's currency.")
     is_enhanced_conversions_enabled = models.BooleanField(
         "IsEnhancedConversionsEnabled", default=False,
         help_text="Hashed email/phone without an msclkid is accepted only when this is on.")
@@ -120,6 +131,11 @@ class EmulatorGoal(models.Model):
     @property
     def window(self) -> timedelta:
         return timedelta(minutes=self.conversion_window_in_minutes)
+
+    @property
+    def effective_revenue_type(self) -> str:
+        return self.revenue_type or ("NoValue" if self.revenue_value is None else "VariableValue")
+
 
 class EmulatorCampaign(models.Model):
     """A campaign, only so the performance report has rows to show."""

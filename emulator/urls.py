@@ -20,6 +20,8 @@ urlpatterns = [
     path(CAMPAIGN + "OfflineConversionAdjustments/Apply", views.apply_offline_conversion_adjustments,
          name="apply-offline-conversion-adjustments"),
     path(CAMPAIGN + "ConversionGoals/QueryByIds", views.query_conversion_goals, name="query-conversion-goals"),
+    path(CAMPAIGN + "ConversionGoals", views.add_conversion_goals, name="add-conversion-goals"),
+    path(CAMPAIGN + "AccountProperties/Query", views.get_account_properties, name="get-account-properties"),
     path(CUSTOMER + "User/Query", views.get_user, name="get-user"),
     path(CUSTOMER + "Accounts/Search", views.search_accounts, name="search-accounts"),
     path(REPORTING + "GenerateReport/Submit", views.submit_report, name="submit-report"),

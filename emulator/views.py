@@ -43,6 +43,23 @@ def apply_offline_conversion_adjustments(request: HttpRequest, call: ApiCall) ->
     return adjustments.apply_offline_conversion_adjustments(account, call.body, call.tracking_id)
 
 
+# https://learn.microsoft.com/en-us/advertising/campaign-management-service/addconversiongoals?view=bingads-13
+@api_endpoint("campaign")
+def add_conversion_goals(request: HttpRequest, call: ApiCall) -> dict:
+    user = authenticate(request, call.service)
+    account = account_from_headers(request, user, call.service)
+    if not user.can_write:
+        raise auth_fault(106, call.service)
+    return campaign.add_conversion_goals(account, call.body)
+
+
+# https://learn.microsoft.com/en-us/advertising/campaign-management-service/getaccountproperties?view=bingads-13
+@api_endpoint("campaign")
+def get_account_properties(request: HttpRequest, call: ApiCall) -> dict:
+    user = authenticate(request, call.service)
+    return campaign.get_account_properties(account_from_headers(request, user, call.service), call.body)
+
+
 # https://learn.microsoft.com/en-us/advertising/campaign-management-service/getconversiongoalsbyids?view=bingads-13
 @api_endpoint("campaign")
 def query_conversion_goals(request: HttpRequest, call: ApiCall) -> dict:

@@ -379,4 +379,4 @@ def test_received_adjustments_are_in_the_admin_and_retractions_show_on_the_statu
 
     assert listing.status_code == 200 and EmulatorAdjustment.objects.get().tracking_id in listing.content.decode()
     assert admin_client.get("/admin/emulator/emulatoradjustment/add/").status_code == 403
-    assert "retracted (not counted)" in status
+    assert "retracted (not counted)" in status and "MSCLKID auto-tagging on" in status

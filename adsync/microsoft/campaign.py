@@ -12,7 +12,12 @@ from datetime import UTC, datetime
 import requests
 from django.conf import settings
 
-from adsync.microsoft.errors import BatchError, fault_from_response
+from adsync.microsoft.errors import (
+    BatchError,
+    Kind,
+    MicrosoftAdsError,
+    fault_from_response,
+)
 from adsync.microsoft.http import new_session, post_json
 
 APPLY_OFFLINE_CONVERSIONS = "/CampaignManagement/v13/OfflineConversions/Apply"
@@ -21,8 +26,13 @@ QUERY_CONVERSION_GOALS = "/CampaignManagement/v13/ConversionGoals/QueryByIds"
 # https://learn.microsoft.com/en-us/advertising/campaign-management-service/getconversiongoalsbyids?view=bingads-13
 APPLY_OFFLINE_CONVERSION_ADJUSTMENTS = "/CampaignManagement/v13/OfflineConversionAdjustments/Apply"
 # https://learn.microsoft.com/en-us/advertising/campaign-management-service/applyofflineconversionadjustments?view=bingads-13
+GET_ACCOUNT_PROPERTIES = "/CampaignManagement/v13/AccountProperties/Query"
+# https://learn.microsoft.com/en-us/advertising/campaign-management-service/getaccountproperties?view=bingads-13
+ADD_CONVERSION_GOALS = "/CampaignManagement/v13/ConversionGoals"
+# https://learn.microsoft.com/en-us/advertising/campaign-management-service/addconversiongoals?view=bingads-13
 
 RESTATE, RETRACT = "Restate", "Retract"  # OfflineConversionAdjustment.AdjustmentType
+MSCLKID_AUTO_TAGGING = "MSCLKIDAutoTaggingEnabled"  # an AccountPropertyName
 
 
 @dataclass
@@ -75,6 +85,50 @@ class CampaignClient:
         error was accepted. No batch limit is documented for adjustments; keep to 1,000 as for Apply.
         """
         return self._apply(APPLY_OFFLINE_CONVERSION_ADJUSTMENTS, "OfflineConversionAdjustments", adjustments)
+
+    def get_account_properties(self, names: list[str]) -> dict[str, str]:
+        """The named account properties as {Name: Value}; a null Value becomes ""."""
+        payload, _ = self._post(GET_ACCOUNT_PROPERTIES, {"AccountPropertyNames": list(names)})
+        properties = {}
+        for prop in payload.get("AccountProperties") or []:
+            if isinstance(prop, dict) and prop.get("Name"):
+                value = prop.get("Value")
+                properties[str(prop["Name"])] = "" if value is None else str(value)
+        return properties
+
+    def msclkid_auto_tagging_enabled(self) -> bool | None:
+        """Whether Microsoft appends msclkid to landing URLs (None if the answer does not say).
+
+        https://learn.microsoft.com/en-us/advertising/campaign-management-service/accountproperty?view=bingads-13#msclkidautotaggingenabled
+        """
+        value = self.get_account_properties([MSCLKID_AUTO_TAGGING]).get(MSCLKID_AUTO_TAGGING, "").strip().lower()
+        return {"true": True, "false": False}.get(value)
+
+    def add_offline_conversion_goal(self, name: str, window_minutes: int, count_type: str = "All",
+                                    currency_code: str | None = None) -> str:
+        """Create an account-scope OfflineConversion goal and return its id.
+
+        Revenue is VariableValue so each conversion's own value and currency count (without a
+        currency the account's is used). A PartialError (e.g. 5317, the name already exists) is
+        raised as MicrosoftAdsError. Microsoft asks to wait 2 hours before uploading to a new goal.
+        https://learn.microsoft.com/en-us/advertising/campaign-management-service/offlineconversiongoal?view=bingads-13
+        """
+        revenue: dict = {"Type": "VariableValue"}
+        if currency_code:
+            revenue["CurrencyCode"] = currency_code
+        goal = {"Type": "OfflineConversion", "Name": name, "ConversionWindowInMinutes": int(window_minutes),
+                "CountType": count_type, "Revenue": revenue, "Scope": "Account", "Status": "Active"}
+        payload, tracking_id = self._post(ADD_CONVERSION_GOALS, {"ConversionGoals": [goal]})
+        errors = [BatchError.from_json(raw) for raw in payload.get("PartialErrors") or [] if isinstance(raw, dict)]
+        if errors:
+            first = errors[0]
+            raise MicrosoftAdsError(first.message, kind=first.kind, code=first.code, error_code=first.error_code,
+                                    tracking_id=tracking_id, batch_errors=errors)
+        ids = payload.get("ConversionGoalIds") or []
+        if not ids or ids[0] is None:
+            raise MicrosoftAdsError("Microsoft answered AddConversionGoals without a goal id", kind=Kind.REVIEW,
+                                    tracking_id=tracking_id)
+        return str(ids[0])
 
     def get_offline_conversion_goals(self) -> list[dict]:
         """All offline conversion goals of the account (no ids = all), as Microsoft returns them."""
