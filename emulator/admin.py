@@ -74,7 +74,8 @@ class EmulatorClickAdmin(admin.ModelAdmin):
 
 @admin.register(EmulatorApp)
 class EmulatorAppAdmin(admin.ModelAdmin):
-    list_display = ["client_id", "name"]
+    list_display = ["client_id", "name", "redirect_uris"]
+    fields = ["client_id", "client_secret", "name", "redirect_uris"]
 
 
 @admin.register(EmulatorToken)

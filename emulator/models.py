@@ -11,6 +11,7 @@ import secrets
 import string
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F
@@ -36,6 +37,15 @@ def new_account_number() -> str:
 
 def new_msclkid() -> str:
     return secrets.token_hex(16)
+
+
+# adsync's OAuth callback: the redirect URI registered for the settings' app and, by default, for
+# every OAuth app row. Built the way adsync builds it (ADSYNC_PUBLIC_URL + this fixed path).
+ADSYNC_CALLBACK_PATH = "/adsync/oauth/microsoft/callback/"
+
+
+def adsync_callback_uri() -> str:
+    return settings.ADSYNC_PUBLIC_URL.rstrip("/") + ADSYNC_CALLBACK_PATH
 
 
 class EmulatorUser(models.Model):
@@ -177,12 +187,20 @@ class EmulatorApp(models.Model):
     client_id = models.CharField(max_length=100, unique=True)
     client_secret = models.CharField(max_length=200)
     name = models.CharField(max_length=100, blank=True)
+    redirect_uris = models.TextField(
+        "Redirect URIs", default=adsync_callback_uri,
+        help_text="One per line, matched exactly (case, trailing slash, query). The authorize endpoint "
+                  "refuses any other redirect_uri with AADSTS50011 and never redirects to it.")
 
     class Meta:
         verbose_name = "OAuth app"
 
     def __str__(self) -> str:
         return self.name or self.client_id
+
+    def registered_redirect_uris(self) -> list[str]:
+        return [line.strip() for line in self.redirect_uris.splitlines() if line.strip()]
+
 
 class EmulatorToken(models.Model):
     """An authorization code, access token or refresh token issued by the emulator's token endpoint.
