@@ -4,7 +4,7 @@ Reference: ../shared/docs/microsoft-ads-api.md §1.7 (fault shapes) and §1.8 (c
 quoted in §1.8 are used verbatim; the others paraphrase Microsoft's operation-error-codes page,
 and the reporting codes 2001-2011 follow the older adCenter reporting list (their symbolic
 names are the emulator's best guess). The conversion-goal codes (5316-5351), the adjustment
-codes (5618-5627) and 204 take their names and texts from Microsoft's list:
+codes (5618-5627), 204 and 2015 take their names and texts from Microsoft's list:
 https://learn.microsoft.com/en-us/advertising/guides/operation-error-codes?view=bingads-13
 A view raises a Fault; emulator/http.py renders it with the request's TrackingId.
 """
@@ -43,6 +43,8 @@ ERRORS: dict[int, tuple[str, str]] = {
     2010: ("ReportingServiceInvalidCustomDateRangeEnd", "The report time contains an invalid custom date range end."),
     2011: ("ReportingServiceCustomDateRangeEndBeforeStart", "The report time contains an invalid custom date range "
                                                             "because the end date is before the start date."),
+    2015: ("ReportingServiceRequiredColumnsNotSelected", "The list of columns to include in the report must "
+                                                         "contain all required columns."),
     2035: ("ReportingServiceInvalidAccountIds", "One or more of the specified account IDs are invalid."),
     2101: ("ReportingServiceReportNotFound", "The specified report request ID is not found."),
     # Conversion goals (AddConversionGoals).
