@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from emulator.models import (
     EmulatorAccount,
+    EmulatorAdjustment,
     EmulatorApp,
     EmulatorBehaviour,
     EmulatorCampaign,
@@ -30,13 +31,17 @@ class EmulatorUserAdmin(admin.ModelAdmin):
 class GoalInline(admin.TabularInline):
     model = EmulatorGoal
     extra = 0
-    fields = ["name", "type", "status", "conversion_window_in_minutes", "is_enhanced_conversions_enabled",
-              "created_at"]
+    fields = ["name", "type", "status", "conversion_window_in_minutes", "count_type",
+              "is_enhanced_conversions_enabled", "created_at"]
 
 
 @admin.register(EmulatorAccount)
 class EmulatorAccountAdmin(admin.ModelAdmin):
-    list_display = ["name", "account_id", "parent_customer_id", "number", "currency_code", "life_cycle_status"]
+    """`MSCLKIDAutoTaggingEnabled` is editable in the list: the switch that turns auto-tagging off."""
+
+    list_display = ["name", "account_id", "parent_customer_id", "number", "currency_code", "life_cycle_status",
+                    "msclkid_auto_tagging_enabled"]
+    list_editable = ["msclkid_auto_tagging_enabled"]
     search_fields = ["name", "account_id", "number"]
     filter_horizontal = ["users"]
     inlines = [GoalInline]
@@ -44,7 +49,7 @@ class EmulatorAccountAdmin(admin.ModelAdmin):
 
 @admin.register(EmulatorGoal)
 class EmulatorGoalAdmin(admin.ModelAdmin):
-    list_display = ["name", "account", "type", "status", "conversion_window_in_minutes",
+    list_display = ["name", "account", "type", "status", "conversion_window_in_minutes", "count_type",
                     "is_enhanced_conversions_enabled", "created_at", "goal_id"]
     list_editable = ["status", "is_enhanced_conversions_enabled"]
     list_filter = ["status", "type", "account"]
@@ -69,7 +74,8 @@ class EmulatorClickAdmin(admin.ModelAdmin):
 
 @admin.register(EmulatorApp)
 class EmulatorAppAdmin(admin.ModelAdmin):
-    list_display = ["client_id", "name"]
+    list_display = ["client_id", "name", "redirect_uris"]
+    fields = ["client_id", "client_secret", "name", "redirect_uris"]
 
 
 @admin.register(EmulatorToken)
@@ -105,10 +111,27 @@ class EmulatorConversionAdmin(admin.ModelAdmin):
     """What the emulator received: read-only, like Microsoft's side of the wire."""
 
     list_display = ["received_at", "account", "goal_name", "msclkid", "conversion_time", "value", "currency",
-                    "duplicate", "tracking_id"]
-    list_filter = ["duplicate", "account", "goal_name"]
+                    "duplicate", "retracted", "restated_value", "tracking_id"]
+    list_filter = ["duplicate", "retracted", "account", "goal_name"]
     list_select_related = ["account"]
     search_fields = ["msclkid", "tracking_id", "goal_name"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(EmulatorAdjustment)
+class EmulatorAdjustmentAdmin(admin.ModelAdmin):
+    """What ApplyOfflineConversionAdjustments accepted: read-only, like received conversions."""
+
+    list_display = ["received_at", "account", "adjustment_type", "conversion", "adjustment_time", "value",
+                    "currency", "tracking_id"]
+    list_filter = ["adjustment_type", "account"]
+    list_select_related = ["account", "conversion"]
+    search_fields = ["conversion__msclkid", "tracking_id", "conversion__goal_name"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -3,7 +3,9 @@
 Reference: docs/microsoft-api.md#response-model (fault shapes) and docs/microsoft-api.md#error-codes (codes). Messages
 quoted in docs/microsoft-api.md#error-codes are used verbatim; the others paraphrase Microsoft's operation-error-codes page,
 and the reporting codes 2001-2011 follow the older adCenter reporting list (their symbolic
-names are the emulator's best guess).
+names are the emulator's best guess). The conversion-goal codes (5316-5351), the adjustment
+codes (5618-5627), 204 and 2015 take their names and texts from Microsoft's list:
+https://learn.microsoft.com/en-us/advertising/guides/operation-error-codes?view=bingads-13
 A view raises a Fault; emulator/http.py renders it with the request's TrackingId.
 """
 
@@ -21,6 +23,7 @@ ERRORS: dict[int, tuple[str, str]] = {
     109: ("AuthenticationTokenExpired", "Authentication token expired. Please renew it or obtain a new token."),
     117: ("CallRateExceeded", "You have exceeded the number of calls that you are allowed to make in a minute. "
                               "Please reduce the number of calls that you make per minute."),
+    204: ("OperationNotSupported", "The operation is not supported."),
     207: ("ConcurrentRequestOverLimit", "You have exceeded the number of concurrent report requests that you are "
                                         "allowed to make. Please wait for your earlier requests to complete."),
     1029: ("CampaignServiceCustomerIdHasToBeSpecified", "The CustomerId header element cannot be null or empty."),
@@ -40,8 +43,26 @@ ERRORS: dict[int, tuple[str, str]] = {
     2010: ("ReportingServiceInvalidCustomDateRangeEnd", "The report time contains an invalid custom date range end."),
     2011: ("ReportingServiceCustomDateRangeEndBeforeStart", "The report time contains an invalid custom date range "
                                                             "because the end date is before the start date."),
+    2015: ("ReportingServiceRequiredColumnsNotSelected", "The list of columns to include in the report must "
+                                                         "contain all required columns."),
     2035: ("ReportingServiceInvalidAccountIds", "One or more of the specified account IDs are invalid."),
     2101: ("ReportingServiceReportNotFound", "The specified report request ID is not found."),
+    # Conversion goals (AddConversionGoals).
+    5316: ("DuplicateConversionGoalName", "Duplicate Conversion Goal names are not allowed."),
+    5317: ("ConversionGoalNameAlreadyExists", "The Conversion Goal with the same name already exists for the "
+                                              "customer."),
+    5319: ("ConversionGoalNameNotPassed", "The Conversion Goal name is required."),
+    5320: ("InvalidConversionGoalName", "The Conversion Goal name is invalid or exceeds the length limit."),
+    5321: ("ConversionGoalsNotPassed", "The Conversion Goals are required."),
+    5322: ("ConversionGoalArrayExceedsLimit", "The list of Conversion Goals exceeds the limit."),
+    5323: ("ConversionGoalIsNull", "The Conversion Goal is required."),
+    5324: ("ConversionGoalIdIsNotNull", "The Conversion Goal ID must be null."),
+    5326: ("TotalConversionGoalsExceedAccountLimit", "The total Conversion Goal count would exceed the account "
+                                                     "level limit."),
+    5328: ("InvalidConversionGoalStatus", "The Conversion Goal status is invalid."),
+    5333: ("InvalidConversionGoalRevenueValue", "The Conversion Goal revenue value is invalid."),
+    5337: ("InvalidConversionGoalConversionWindow", "The Conversion Window for Conversion Goal is invalid."),
+    5351: ("InvalidGoalCurrencyCode", "The currency code of the goal is invalid."),
     5600: ("OfflineConversionsNullOrEmpty", "The list of offline conversions cannot be null or empty."),
     5601: ("OfflineConversionsLimitExceeded", "The list of offline conversions exceeds the limit."),
     5602: ("OfflineConversionIsNull", "The offline conversion cannot be null."),
@@ -64,6 +85,22 @@ ERRORS: dict[int, tuple[str, str]] = {
     5616: ("ConversionTimeEarlierThanClickTime", "The conversion time must be later than the click time."),
     5617: ("ClickIdDateTimeOutsideGoalConversionWindow", "The date and time for the click ID is outside the "
                                                         "conversion window for this goal."),
+    # Adjustments (ApplyOfflineConversionAdjustments).
+    5618: ("OfflineConversionInvalidAdjustmentType", "The offline conversion adjustment type is invalid."),
+    5619: ("OfflineConversionAdjustmentTimeNullOrEmpty", "The offline conversion adjustment time is empty."),
+    5620: ("OfflineConversionAdjustmentTimeEarlierThanConversionTime", "The offline conversion adjustment time is "
+                                                                      "earlier than conversion time."),
+    5621: ("OfflineConversionAdjustmentTimeInvalid", "The offline conversion adjustment time is invalid."),
+    5622: ("OfflineConversionFutureAdjustmentTimeCannotBeSet", "The offline conversion adjustment time cannot be "
+                                                              "in the future."),
+    5623: ("OfflineConversionAdjustmentTimeOutOfWindow", "The offline conversion adjustment time is out of the "
+                                                        "window."),
+    5624: ("OfflineConversionAdjustmentValueNotExpected", "The offline conversion adjustment value is not "
+                                                         "expected."),
+    5625: ("OfflineConversionAdjustmentValueRequired", "The offline conversion adjustment value is required."),
+    5626: ("OfflineConversionCurrencyValueRequired", "The offline conversion currency value is required."),
+    5627: ("OfflineConversionRestateRetractNotSupported", "The offline conversion restate or retract operation is "
+                                                         "not supported."),
     8004: ("EmailMustBeHashed", "Email address can't be in plain text and must be hashed."),
 }
 

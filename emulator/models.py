@@ -11,6 +11,7 @@ import secrets
 import string
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F
@@ -36,6 +37,15 @@ def new_account_number() -> str:
 
 def new_msclkid() -> str:
     return secrets.token_hex(16)
+
+
+# adsync's OAuth callback: the redirect URI registered for the settings' app and, by default, for
+# every OAuth app row. Built the way adsync builds it (ADSYNC_PUBLIC_URL + this fixed path).
+ADSYNC_CALLBACK_PATH = "/adsync/oauth/microsoft/callback/"
+
+
+def adsync_callback_uri() -> str:
+    return settings.ADSYNC_PUBLIC_URL.rstrip("/") + ADSYNC_CALLBACK_PATH
 
 
 class EmulatorUser(models.Model):
@@ -77,6 +87,11 @@ class EmulatorAccount(models.Model):
     life_cycle_status = models.CharField("AccountLifeCycleStatus", max_length=20, default="Active",
                                          choices=[(s, s) for s in LIFE_CYCLE])
     users = models.ManyToManyField(EmulatorUser, related_name="accounts", blank=True)
+    msclkid_auto_tagging_enabled = models.BooleanField(
+        "MSCLKIDAutoTaggingEnabled", default=True,
+        help_text="The account property GetAccountProperties reports. On by default, like a new Microsoft "
+                  "account; switch it off to see adsync's auto-tagging warning. AddConversionGoals turns it "
+                  "back on, as Microsoft does whenever a goal is added.")
 
     class Meta:
         ordering = ["name"]
@@ -91,6 +106,7 @@ class EmulatorGoal(models.Model):
 
     ACTIVE, PAUSED = "Active", "Paused"
     OFFLINE = "OfflineConversion"
+    REVENUE_TYPES = ["FixedValue", "VariableValue", "NoValue"]
     TYPES = ["OfflineConversion", "Url", "Event", "Duration", "PagesViewedPerVisit", "AppInstall",
              "InStoreTransaction"]
 
@@ -102,7 +118,12 @@ class EmulatorGoal(models.Model):
     conversion_window_in_minutes = models.PositiveIntegerField(
         default=43200, validators=[MinValueValidator(1), MaxValueValidator(129600)])
     count_type = models.CharField(max_length=10, default="All", choices=[("All", "All"), ("Unique", "Unique")])
+    revenue_type = models.CharField(
+        "Revenue.Type", max_length=15, blank=True, choices=[(t, t) for t in REVENUE_TYPES],
+        help_text="Empty: NoValue without a revenue value, VariableValue with one.")
     revenue_value = models.DecimalField(max_digits=15, decimal_places=3, null=True, blank=True)
+    revenue_currency_code = models.CharField(
+        "Revenue.CurrencyCode", max_length=3, blank=True, help_text="Empty: the account's currency.")
     is_enhanced_conversions_enabled = models.BooleanField(
         "IsEnhancedConversionsEnabled", default=False,
         help_text="Hashed email/phone without an msclkid is accepted only when this is on.")
@@ -120,6 +141,10 @@ class EmulatorGoal(models.Model):
     @property
     def window(self) -> timedelta:
         return timedelta(minutes=self.conversion_window_in_minutes)
+
+    @property
+    def effective_revenue_type(self) -> str:
+        return self.revenue_type or ("NoValue" if self.revenue_value is None else "VariableValue")
 
 
 class EmulatorCampaign(models.Model):
@@ -162,12 +187,19 @@ class EmulatorApp(models.Model):
     client_id = models.CharField(max_length=100, unique=True)
     client_secret = models.CharField(max_length=200)
     name = models.CharField(max_length=100, blank=True)
+    redirect_uris = models.TextField(
+        "Redirect URIs", default=adsync_callback_uri,
+        help_text="One per line, matched exactly (case, trailing slash, query). The authorize endpoint "
+                  "refuses any other redirect_uri with AADSTS50011 and never redirects to it.")
 
     class Meta:
         verbose_name = "OAuth app"
 
     def __str__(self) -> str:
         return self.name or self.client_id
+
+    def registered_redirect_uris(self) -> list[str]:
+        return [line.strip() for line in self.redirect_uris.splitlines() if line.strip()]
 
 
 class EmulatorToken(models.Model):
@@ -222,6 +254,12 @@ class EmulatorConversion(models.Model):
     received_at = models.DateTimeField(default=timezone.now)
     duplicate = models.BooleanField(default=False, help_text="Same goal, click (or hashes) and time as an earlier one: "
                                                              "accepted silently, not counted.")
+    retracted = models.BooleanField(default=False, help_text="Retracted by an adjustment: no longer in reports.")
+    restated_value = models.FloatField(null=True, blank=True, help_text="The value of the latest Restate, if any.")
+    restated_currency = models.CharField(max_length=3, blank=True)
+    restated_at = models.DateTimeField(
+        null=True, blank=True, help_text="AdjustmentTime of the Restate in force: a later one replaces it, an "
+                                         "earlier one arriving afterwards does not.")
 
     class Meta:
         ordering = ["-received_at", "-id"]
@@ -234,12 +272,40 @@ class EmulatorConversion(models.Model):
     def dedup_key(self) -> tuple:
         return dedup_key(self.goal_name, self.msclkid, self.hashed_email, self.hashed_phone, self.conversion_time)
 
+    @property
+    def reported_value(self) -> float | None:
+        """What reports count as this conversion's revenue: the restated value, else the value sent."""
+        return self.restated_value if self.restated_at is not None else self.value
+
 
 def dedup_key(goal_name: str, msclkid: str, hashed_email: str, hashed_phone: str, conversion_time) -> tuple:
     """Microsoft's duplicate rule (docs/microsoft-api.md#deduplication): same goal, same click (or identity) and same
     conversion time."""
     identity = (msclkid,) if msclkid else ("", hashed_email, hashed_phone)
     return (goal_name, *identity, conversion_time)
+
+
+class EmulatorAdjustment(models.Model):
+    """Every ApplyOfflineConversionAdjustments item the emulator accepted, against the conversion it adjusts."""
+
+    RESTATE, RETRACT = "Restate", "Retract"
+    TYPES = [(RESTATE, RESTATE), (RETRACT, RETRACT)]
+
+    account = models.ForeignKey(EmulatorAccount, on_delete=models.CASCADE, related_name="adjustments")
+    conversion = models.ForeignKey(EmulatorConversion, on_delete=models.CASCADE, related_name="adjustments")
+    adjustment_type = models.CharField(max_length=10, choices=TYPES)
+    adjustment_time = models.DateTimeField()
+    value = models.FloatField(null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    tracking_id = models.CharField(max_length=36)
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        verbose_name = "received adjustment"
+
+    def __str__(self) -> str:
+        return f"{self.adjustment_type} · {self.conversion}"
 
 
 class EmulatorReportRequest(models.Model):

@@ -1,8 +1,9 @@
 """The emulated Microsoft identity platform: a one-click consent page and the token endpoint (docs/microsoft-api.md#oauth).
 
 Authorize answers like login.microsoftonline.com: problems it cannot report to the app (no or
-unknown client_id, no redirect_uri) are shown on the page; every other outcome goes back to
-the redirect_uri as `code`+`state` or `error`+`error_description`+`state` (response_mode=query).
+unknown client_id, a redirect_uri that is missing or not registered for the app) are shown on
+the page; every other outcome goes back to the redirect_uri as `code`+`state` or
+`error`+`error_description`+`state` (response_mode=query).
 """
 
 from __future__ import annotations
@@ -26,9 +27,13 @@ def _page_problem(params: dict) -> str:
         return "AADSTS900144: The request body must contain the following parameter: 'client_id'."
     if tokens.client_secret_for(params["client_id"]) is None:
         return f"AADSTS700016: {tokens.unknown_client(params['client_id']).text}"
-    if not params["redirect_uri"].startswith(("http://", "https://")):
+    if not tokens.redirect_uri_registered(params["client_id"], params["redirect_uri"]):
+        # Never redirect to an unregistered URI: that is how codes would leak to an attacker's site.
+        # https://learn.microsoft.com/en-us/entra/identity-platform/reply-url
         return (f"AADSTS50011: The redirect URI '{params['redirect_uri']}' specified in the request does not match "
-                "the redirect URIs configured for the application.")
+                f"the redirect URIs configured for the application '{params['client_id']}'. Make sure the "
+                "redirect URI sent in the request matches one added to your application in the Azure portal. "
+                "Navigate to https://aka.ms/redirectUriMismatchError to learn more about how to fix this.")
     return ""
 
 

@@ -1,7 +1,12 @@
 """Reporting v13: SubmitGenerateReport, PollGenerateReport and the zipped CSV download (docs/microsoft-api.md#reporting).
 
-Only CampaignPerformanceReportRequest is emulated, with Daily or Summary aggregation. Numbers
-are derived from a hash of (campaign id, day), so the same request always gives the same CSV.
+Two report types are emulated, with Daily or Summary aggregation:
+- CampaignPerformanceReportRequest: numbers derived from a hash of (campaign id, day), so the
+  same request always gives the same CSV;
+- ConversionPerformanceReportRequest: one row per goal and day built from the conversions the
+  emulator received (duplicates and retracted ones left out, restated values used), for
+  reconciling what a client sent with what Microsoft counts.
+Days are UTC days whatever ReportTimeZone says (the header still names the zone).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import hashlib
 import io
 import secrets
 import zipfile
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from django.db.models import F
 from django.utils import timezone
@@ -19,9 +24,15 @@ from django.utils import timezone
 from emulator import behaviour
 from emulator.auth import reachable_accounts
 from emulator.faults import auth_fault, deserialization_fault, operation_fault
-from emulator.models import EmulatorCampaign, EmulatorReportRequest, EmulatorUser
+from emulator.models import (
+    EmulatorCampaign,
+    EmulatorConversion,
+    EmulatorReportRequest,
+    EmulatorUser,
+)
 
-REPORT_TYPE = "CampaignPerformanceReportRequest"
+CAMPAIGN_REPORT = "CampaignPerformanceReportRequest"
+CONVERSION_REPORT = "ConversionPerformanceReportRequest"
 ID_LIFETIME = timedelta(days=1)
 DOWNLOAD_LIFETIME_SECONDS = 300
 ATTRIBUTE_COLUMNS = {"TimePeriod", "AccountId", "AccountName", "AccountNumber", "CampaignId", "CampaignName",
@@ -29,6 +40,16 @@ ATTRIBUTE_COLUMNS = {"TimePeriod", "AccountId", "AccountName", "AccountNumber", 
 METRIC_COLUMNS = {"Impressions", "Clicks", "Spend", "Ctr", "AverageCpc", "Conversions", "ConversionsQualified",
                   "AllConversions", "Revenue", "AllRevenue", "ConversionRate", "CostPerConversion",
                   "ReturnOnAdSpend", "ViewThroughConversions"}
+# https://learn.microsoft.com/en-us/advertising/reporting-service/conversionperformancereportcolumn?view=bingads-13
+# Only the columns the emulator can fill from received conversions (no campaign, keyword or click data).
+CONVERSION_ATTRIBUTE_COLUMNS = {"TimePeriod", "AccountId", "AccountName", "AccountNumber", "AccountStatus", "Goal",
+                                "GoalId", "GoalType"}
+CONVERSION_METRIC_COLUMNS = {"Conversions", "AllConversions", "ConversionsQualified", "AllConversionsQualified",
+                             "Revenue", "AllRevenue", "RevenuePerConversion", "AllRevenuePerConversion"}
+COLUMNS = {CAMPAIGN_REPORT: ATTRIBUTE_COLUMNS | METRIC_COLUMNS,
+           CONVERSION_REPORT: CONVERSION_ATTRIBUTE_COLUMNS | CONVERSION_METRIC_COLUMNS}
+# "The report must include the following columns at a minimum: TimePeriod" (the column page's Remarks).
+REQUIRED_COLUMNS = {CAMPAIGN_REPORT: set(), CONVERSION_REPORT: {"TimePeriod"}}
 TIME_ZONES = {
     "GreenwichMeanTimeDublinEdinburghLisbonLondon": "(GMT) Greenwich Mean Time : Dublin, Edinburgh, Lisbon, London",
     "PacificTimeUSCanadaTijuana": "(GMT-08:00) Pacific Time (US & Canada); Tijuana",
@@ -49,17 +70,24 @@ def submit(user: EmulatorUser, body: dict) -> dict:
 
 
 def validate(user: EmulatorUser, request: dict) -> None:
-    if request.get("Type") != REPORT_TYPE:
-        raise deserialization_fault(f"The emulator supports only {REPORT_TYPE}.", "reporting")
+    report_type = request.get("Type")
+    if report_type not in COLUMNS:
+        raise deserialization_fault(f"The emulator supports only {' and '.join(COLUMNS)}.", "reporting")
     if request.get("Format", "Csv") not in ("Csv", "Tsv"):
         raise deserialization_fault("The emulator produces Csv and Tsv reports only.", "reporting")
     columns = request.get("Columns")
     if not isinstance(columns, list) or not columns:
         raise deserialization_fault("Columns is required.", "reporting")
-    unknown = [c for c in columns if c not in ATTRIBUTE_COLUMNS | METRIC_COLUMNS]
+    unknown = [c for c in columns if c not in COLUMNS[report_type]]
     if unknown:
-        raise deserialization_fault(f"The value '{unknown[0]}' is not a CampaignPerformanceReportColumn the "
-                                    "emulator produces.", "reporting")
+        column_type = report_type.replace("Request", "Column")
+        raise deserialization_fault(f"The value '{unknown[0]}' is not a {column_type} the emulator produces.",
+                                    "reporting")
+    if not REQUIRED_COLUMNS[report_type] <= set(columns):
+        raise operation_fault(2015, "reporting", detail=f"Required: {', '.join(sorted(REQUIRED_COLUMNS[report_type]))}.")
+    scope = request.get("Scope") or {}
+    if report_type == CONVERSION_REPORT and (scope.get("Campaigns") or scope.get("AdGroups")):
+        raise deserialization_fault("The emulator scopes conversion reports by AccountIds only.", "reporting")
     if aggregation(request) not in ("Daily", "Summary"):
         raise operation_fault(2007, "reporting", message_text="The emulator supports Daily and Summary aggregation.")
     scope_accounts(user, request)
@@ -182,6 +210,13 @@ def _sum(metrics: list[dict]) -> dict:
 
 
 def rows(request: dict) -> list[dict]:
+    """One dict per CSV row, for either report type."""
+    if request.get("Type") == CONVERSION_REPORT:
+        return goal_rows(request)
+    return campaign_rows(request)
+
+
+def campaign_rows(request: dict) -> list[dict]:
     """One dict per CSV row: per campaign and day (Daily) or per campaign (Summary)."""
     start, end = date_range(request)
     days = [start + timedelta(n) for n in range((end - start).days + 1)]
@@ -229,9 +264,71 @@ def _ratio(part: float, whole: float) -> float | str:
     return round(part / whole, 2) if whole else ""
 
 
+# --- Conversion performance: per goal and day, from the received conversions ------------------
+
+def goal_rows(request: dict) -> list[dict]:
+    """Counted conversions per goal and UTC day (Daily) or per goal (Summary).
+
+    Counted means: accepted, not a duplicate, not retracted, and, for a goal whose CountType is
+    Unique, the first such conversion of its click (or hashed identity) for that goal. Revenue
+    is the restated value when restated, else the value sent, else the goal's revenue value.
+    Conversions and AllConversions are deprecated by Microsoft and always report 0.
+    """
+    start, end = date_range(request)
+    daily = aggregation(request) == "Daily"
+    account_ids = [str(a) for a in (request.get("Scope") or {}).get("AccountIds") or []]
+    until = datetime.combine(end + timedelta(1), time.min, tzinfo=UTC)
+    since = datetime.combine(start, time.min, tzinfo=UTC)
+    conversions = EmulatorConversion.objects.filter(
+        account__account_id__in=account_ids, duplicate=False, retracted=False, goal__isnull=False,
+        conversion_time__lt=until).select_related("goal", "account").order_by("conversion_time", "id")
+    groups: dict[tuple, list[EmulatorConversion]] = {}
+    first_seen: set[tuple] = set()
+    for conversion in conversions:
+        identity = conversion.dedup_key()[:-1]
+        first = identity not in first_seen
+        first_seen.add(identity)
+        if conversion.conversion_time < since or (conversion.goal.count_type == "Unique" and not first):
+            continue
+        day = conversion.conversion_time.astimezone(UTC).date() if daily else None
+        groups.setdefault((conversion.account.account_id, conversion.goal.goal_id, day), []).append(conversion)
+    return [_goal_row(group, day) for (_, _, day), group in sorted(groups.items(), key=_group_order)]
+
+
+def _group_order(item) -> tuple:
+    (account_id, goal_id, day), _ = item
+    return (day or date.min, account_id, goal_id)
+
+
+def _goal_row(conversions: list[EmulatorConversion], day: date | None) -> dict:
+    goal, account = conversions[0].goal, conversions[0].account
+    count = float(len(conversions))
+    revenue = float(sum(_revenue(c) for c in conversions))
+    return {
+        "TimePeriod": day.isoformat() if day else "",
+        "AccountId": account.account_id, "AccountName": account.name, "AccountNumber": account.number,
+        "AccountStatus": account.life_cycle_status,
+        "Goal": goal.name, "GoalId": goal.goal_id, "GoalType": goal.type,
+        "Conversions": 0, "AllConversions": 0,
+        "ConversionsQualified": count, "AllConversionsQualified": count,
+        "Revenue": revenue, "AllRevenue": revenue,
+        "RevenuePerConversion": _ratio(revenue, count), "AllRevenuePerConversion": _ratio(revenue, count),
+    }
+
+
+def _revenue(conversion: EmulatorConversion) -> float:
+    value = conversion.reported_value
+    if value is None and conversion.goal.revenue_value is not None:
+        value = float(conversion.goal.revenue_value)
+    return value or 0.0
+
+
 # --- The file ------------------------------------------------------------------------------
 
-MONEY_COLUMNS = {"Spend", "Revenue", "AllRevenue", "AverageCpc", "CostPerConversion"}
+MONEY_COLUMNS = {"Spend", "Revenue", "AllRevenue", "AverageCpc", "CostPerConversion", "RevenuePerConversion",
+                 "AllRevenuePerConversion"}
+# The *Qualified columns are doubles (partly attributed offline conversions), written with two decimals.
+DOUBLE_COLUMNS = {"ConversionsQualified", "AllConversionsQualified"}
 
 
 def _cell(column: str, value, version_1: bool) -> str:
@@ -239,6 +336,8 @@ def _cell(column: str, value, version_1: bool) -> str:
     (docs/microsoft-api.md#report-download)."""
     if column in MONEY_COLUMNS and value != "":
         return f"{value:,.2f}" if version_1 else f"{value:.2f}"
+    if column in DOUBLE_COLUMNS:
+        return f"{value:.2f}"
     return str(value)
 
 

@@ -81,17 +81,17 @@ def _parse_item(raw) -> OfflineConversion | None:
     if not isinstance(raw, dict):
         raise deserialization_fault("Each OfflineConversion must be an object.")
     return OfflineConversion(
-        name=_string(raw, "ConversionName"),
+        name=string_field(raw, "ConversionName"),
         time=parse_datetime(raw.get("ConversionTime")),
-        msclkid=_string(raw, "MicrosoftClickId"),
-        hashed_email=_string(raw, "HashedEmailAddress"),
-        hashed_phone=_string(raw, "HashedPhoneNumber"),
-        value=_number(raw, "ConversionValue"),
-        currency=_string(raw, "ConversionCurrencyCode"),
+        msclkid=string_field(raw, "MicrosoftClickId"),
+        hashed_email=string_field(raw, "HashedEmailAddress"),
+        hashed_phone=string_field(raw, "HashedPhoneNumber"),
+        value=number_field(raw, "ConversionValue"),
+        currency=string_field(raw, "ConversionCurrencyCode"),
     )
 
 
-def _string(raw: dict, key: str) -> str:
+def string_field(raw: dict, key: str) -> str:
     value = raw.get(key)
     if value is None:
         return ""
@@ -100,7 +100,7 @@ def _string(raw: dict, key: str) -> str:
     return value
 
 
-def _number(raw: dict, key: str) -> float | None:
+def number_field(raw: dict, key: str) -> float | None:
     value = raw.get(key)
     if value is None:
         return None

@@ -21,7 +21,12 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
 from emulator import behaviour
-from emulator.models import EmulatorApp, EmulatorToken, EmulatorUser
+from emulator.models import (
+    EmulatorApp,
+    EmulatorToken,
+    EmulatorUser,
+    adsync_callback_uri,
+)
 
 CODE_LIFETIME = timedelta(minutes=5)
 ACCESS_LIFETIME = timedelta(seconds=3600)
@@ -71,6 +76,23 @@ def client_secret_for(client_id: str) -> str | None:
         return settings.MICROSOFT_ADS_CLIENT_SECRET
     app = EmulatorApp.objects.filter(client_id=client_id).first()
     return app.client_secret if app else None
+
+
+def registered_redirect_uris(client_id: str) -> list[str]:
+    """The app's registered redirect URIs: adsync's callback for the settings' app, the row's list otherwise.
+
+    https://learn.microsoft.com/en-us/entra/identity-platform/reply-url
+    """
+    if client_id == settings.MICROSOFT_ADS_CLIENT_ID:
+        return [adsync_callback_uri()]
+    app = EmulatorApp.objects.filter(client_id=client_id).first()
+    return app.registered_redirect_uris() if app else []
+
+
+def redirect_uri_registered(client_id: str, redirect_uri: str) -> bool:
+    """Exact, case-sensitive match. Apps that sign in personal Microsoft accounts cannot register query
+    parameters, so a URI with a query matches only if that very URI is registered."""
+    return redirect_uri in registered_redirect_uris(client_id)
 
 
 def unknown_client(client_id: str) -> TokenError:
@@ -156,6 +178,12 @@ def redeem_code(params: dict, client_id: str) -> dict:
     value = params.get("code", "")
     if not value:
         raise missing("code")
+    redirect_uri = params.get("redirect_uri", "")
+    if redirect_uri and not redirect_uri_registered(client_id, redirect_uri):
+        # The shape Microsoft Advertising documents for a token request with an unregistered URI:
+        # https://learn.microsoft.com/en-us/advertising/guides/handle-service-errors-exceptions?view=bingads-13#invalid-redirect-uri
+        raise TokenError("invalid_client", 50011, "The reply URL specified in the request does not match the "
+                         f"reply URLs configured for the application: '{client_id}'.")
     code = EmulatorToken.objects.filter(value=value, kind=EmulatorToken.CODE).select_related("user").first()
     if code is None or code.client_id != client_id:
         raise invalid_grant(9002313, "Invalid request. Request is malformed or invalid.")

@@ -13,7 +13,7 @@ from django.core.signing import TimestampSigner
 from django.http import HttpRequest
 from django.urls import reverse
 
-from emulator import behaviour, campaign, customer, reports
+from emulator import adjustments, behaviour, campaign, customer, reports
 from emulator.auth import account_from_headers, authenticate
 from emulator.faults import auth_fault
 from emulator.http import ApiCall, api_endpoint
@@ -31,6 +31,33 @@ def apply_offline_conversions(request: HttpRequest, call: ApiCall) -> dict:
         raise auth_fault(106, call.service)    # a Viewer cannot upload conversions (docs/microsoft-api.md#account-picker)
     behaviour.inject_apply_failure()
     return campaign.apply_offline_conversions(account, call.body, call.tracking_id)
+
+
+# https://learn.microsoft.com/en-us/advertising/campaign-management-service/applyofflineconversionadjustments?view=bingads-13
+@api_endpoint("campaign")
+def apply_offline_conversion_adjustments(request: HttpRequest, call: ApiCall) -> dict:
+    user = authenticate(request, call.service)
+    account = account_from_headers(request, user, call.service)
+    if not user.can_write:
+        raise auth_fault(106, call.service)    # a Viewer cannot change conversions either
+    return adjustments.apply_offline_conversion_adjustments(account, call.body, call.tracking_id)
+
+
+# https://learn.microsoft.com/en-us/advertising/campaign-management-service/addconversiongoals?view=bingads-13
+@api_endpoint("campaign")
+def add_conversion_goals(request: HttpRequest, call: ApiCall) -> dict:
+    user = authenticate(request, call.service)
+    account = account_from_headers(request, user, call.service)
+    if not user.can_write:
+        raise auth_fault(106, call.service)
+    return campaign.add_conversion_goals(account, call.body)
+
+
+# https://learn.microsoft.com/en-us/advertising/campaign-management-service/getaccountproperties?view=bingads-13
+@api_endpoint("campaign")
+def get_account_properties(request: HttpRequest, call: ApiCall) -> dict:
+    user = authenticate(request, call.service)
+    return campaign.get_account_properties(account_from_headers(request, user, call.service), call.body)
 
 
 # https://learn.microsoft.com/en-us/advertising/campaign-management-service/getconversiongoalsbyids?view=bingads-13

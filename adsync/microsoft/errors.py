@@ -42,6 +42,11 @@ _CODE_KINDS: dict[int, Kind] = {
     5600: Kind.REVIEW, 5601: Kind.REVIEW, 5602: Kind.REVIEW, 5608: Kind.REVIEW, 8004: Kind.REVIEW,
     5603: Kind.ROW, 5604: Kind.ROW, 5605: Kind.ROW, 5606: Kind.ROW, 5607: Kind.ROW, 5609: Kind.ROW,
     5610: Kind.ROW, 5611: Kind.ROW, 5616: Kind.ROW, 5617: Kind.ROW,
+    # ApplyOfflineConversionAdjustments: permanent for that adjustment, except a future adjustment
+    # time (clock skew, like 5614).
+    # https://learn.microsoft.com/en-us/advertising/guides/operation-error-codes?view=bingads-13
+    5618: Kind.ROW, 5619: Kind.ROW, 5620: Kind.ROW, 5621: Kind.ROW, 5622: Kind.WAIT, 5623: Kind.ROW,
+    5624: Kind.ROW, 5625: Kind.ROW, 5626: Kind.ROW, 5627: Kind.ROW,
     # Reporting (docs/microsoft-api.md#reporting): 207 is too many concurrent report requests, not a call-rate limit.
     207: Kind.THROTTLED, 2101: Kind.TRANSIENT,
     2003: Kind.NO_ACCESS, 2035: Kind.ACCOUNT,

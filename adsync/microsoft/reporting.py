@@ -1,4 +1,8 @@
-"""Reporting v13 over REST/JSON: submit a campaign performance report, poll it, download it.
+"""Reporting v13 over REST/JSON: submit a report, poll it, download it.
+
+Two reports: campaign performance (daily numbers per campaign, for the insights card) and
+conversion performance per goal (daily conversions per goal, for reconciling what adsync sent
+with what Microsoft counts).
 
 Reference: docs/microsoft-api.md#reporting. Base URL: MICROSOFT_ADS_REPORTING_API_URL.
 The download URL is a short-lived signed link (5 minutes, possibly on another domain), so it is
@@ -30,6 +34,14 @@ POLL_GENERATE_REPORT = "/Reporting/v13/GenerateReport/Poll"
 CAMPAIGN_COLUMNS = ["TimePeriod", "AccountId", "CampaignId", "CampaignName", "Impressions", "Clicks", "Spend",
                     "Conversions", "Revenue", "CurrencyCode"]
 REQUIRED_COLUMNS = {"TimePeriod", "CampaignId"}
+# Conversions per goal per day. ConversionPerformanceReportRequest groups by goal (Goal, GoalId)
+# and requires TimePeriod. Conversions/AllConversions are deprecated (they report 0); the
+# *Qualified columns replace them. The All* columns include goals excluded from bidding, so they
+# are what a reconciliation compares with what was sent.
+# https://learn.microsoft.com/en-us/advertising/reporting-service/conversionperformancereportrequest?view=bingads-13
+# https://learn.microsoft.com/en-us/advertising/reporting-service/conversionperformancereportcolumn?view=bingads-13
+GOAL_COLUMNS = ["TimePeriod", "AccountId", "GoalId", "Goal", "GoalType", "AllConversionsQualified", "AllRevenue"]
+GOAL_REQUIRED_COLUMNS = {"TimePeriod", "GoalId"}
 MAX_REPORT_BYTES = 64 * 1024 * 1024  # a 14-day campaign report is kilobytes; refuse a zip bomb
 
 PENDING, SUCCESS, ERROR = "Pending", "Success", "Error"
@@ -62,6 +74,17 @@ class CampaignDay:
     currency: str
 
 
+@dataclass(frozen=True)
+class GoalDay:
+    """One parsed conversion-report row: a goal's conversions and revenue for one day."""
+
+    date: date
+    goal_id: str
+    goal_name: str
+    conversions: Decimal
+    revenue: Decimal
+
+
 class ReportingClient:
     """One ad account's view of the Reporting service: the four headers of docs/microsoft-api.md#request-headers."""
 
@@ -88,8 +111,14 @@ class ReportingClient:
 
     def submit_campaign_performance(self, start: date, end: date, time_zone: str) -> str:
         """Ask for daily rows per campaign from `start` to `end` (inclusive); returns the report request id."""
-        payload = self._post(SUBMIT_GENERATE_REPORT, {"ReportRequest": campaign_report_request(
-            self.account_id, start, end, time_zone)})
+        return self._submit(campaign_report_request(self.account_id, start, end, time_zone))
+
+    def submit_goal_performance(self, start: date, end: date, time_zone: str) -> str:
+        """Ask for conversions per goal and day from `start` to `end` (inclusive); returns the report request id."""
+        return self._submit(goal_report_request(self.account_id, start, end, time_zone))
+
+    def _submit(self, report_request: dict) -> str:
+        payload = self._post(SUBMIT_GENERATE_REPORT, {"ReportRequest": report_request})
         report_id = payload.get("ReportRequestId")
         if not report_id:
             raise MicrosoftAdsError("Microsoft accepted the report request but returned no ReportRequestId",
@@ -102,13 +131,20 @@ class ReportingClient:
         return ReportStatus(status=str(raw.get("Status") or PENDING), url=raw.get("ReportDownloadUrl") or None)
 
     def download(self, url: str) -> list[CampaignDay]:
-        """Fetch the zipped CSV (no Microsoft headers: the URL carries its own signature) and parse it."""
+        """Fetch the zipped campaign CSV (no Microsoft headers: the URL carries its own signature) and parse it."""
+        return parse_report_csv(read_report_zip(self._fetch(url)))
+
+    def download_goal_performance(self, url: str) -> list[GoalDay]:
+        """Fetch and parse the zipped conversion report that submit_goal_performance asked for."""
+        return parse_goal_report_csv(read_report_zip(self._fetch(url)))
+
+    def _fetch(self, url: str) -> bytes:
         response = get(self.session, url)
         if not response.ok:
             raise MicrosoftAdsError(
                 f"HTTP {response.status_code} downloading the report (download links expire after 5 minutes)",
                 kind=Kind.TRANSIENT, http_status=response.status_code)
-        return parse_report_zip(response.content)
+        return response.content
 
 
 def campaign_report_request(account_id: str, start: date, end: date, time_zone: str) -> dict:
@@ -133,12 +169,27 @@ def campaign_report_request(account_id: str, start: date, end: date, time_zone: 
     }
 
 
+def goal_report_request(account_id: str, start: date, end: date, time_zone: str) -> dict:
+    """A daily ConversionPerformanceReportRequest: one row per goal and day, for one account."""
+    return {
+        **campaign_report_request(account_id, start, end, time_zone),
+        "Type": "ConversionPerformanceReportRequest",
+        "ReportName": "adsync daily conversions per goal",
+        "Columns": GOAL_COLUMNS,
+    }
+
+
 def _day(value: date) -> dict:
     return {"Day": value.day, "Month": value.month, "Year": value.year}
 
 
 def parse_report_zip(data: bytes) -> list[CampaignDay]:
-    """Open Microsoft's zip (one CSV inside) and parse it; a bad archive is an error, not zero rows."""
+    """Open Microsoft's zip (one CSV inside) and parse it as a campaign report."""
+    return parse_report_csv(read_report_zip(data))
+
+
+def read_report_zip(data: bytes) -> str:
+    """The text of the one CSV in Microsoft's zip; a bad archive is an error, not zero rows."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             members = [info for info in archive.infolist() if not info.is_dir()]
@@ -150,7 +201,7 @@ def parse_report_zip(data: bytes) -> list[CampaignDay]:
             text = archive.read(members[0]).decode("utf-8-sig")
     except zipfile.BadZipFile:
         raise MicrosoftAdsError("The downloaded report is not a zip file", kind=Kind.TRANSIENT) from None
-    return parse_report_csv(text)
+    return text
 
 
 def parse_report_csv(text: str) -> list[CampaignDay]:
@@ -161,18 +212,41 @@ def parse_report_csv(text: str) -> list[CampaignDay]:
     is found by name, and only rows as wide as it are data, so both ends are skipped whatever
     ExcludeReportHeader/Footer did.
     """
+    return [_campaign_day(cells) for cells in _report_rows(text, REQUIRED_COLUMNS)]
+
+
+def parse_goal_report_csv(text: str) -> list[GoalDay]:
+    """Rows of the conversion report per goal (same layout rules as parse_report_csv).
+
+    Conversions come from AllConversionsQualified (or ConversionsQualified), revenue from
+    AllRevenue (or Revenue): doubles, since offline conversions can be partly attributed.
+    """
+    return [_goal_day(cells) for cells in _report_rows(text, GOAL_REQUIRED_COLUMNS)]
+
+
+def _report_rows(text: str, required: set[str]) -> list[dict[str, str]]:
+    """The data rows as {column: cell}: the header row is found by its required names, and only rows as
+    wide as it are data, so metadata lines, blank lines and the footer are skipped."""
     rows = list(csv.reader(io.StringIO(text)))
-    header_at = next((i for i, row in enumerate(rows) if REQUIRED_COLUMNS <= {c.strip() for c in row}), None)
+    header_at = next((i for i, row in enumerate(rows) if required <= {c.strip() for c in row}), None)
     if header_at is None:
-        raise MicrosoftAdsError("The report has no column header row with TimePeriod and CampaignId",
+        raise MicrosoftAdsError(f"The report has no column header row with {' and '.join(sorted(required))}",
                                 kind=Kind.REVIEW)
     header = [c.strip() for c in rows[header_at]]
-    days = []
-    for row in rows[header_at + 1:]:
-        if len(row) != len(header):
-            continue  # blank separator or the copyright footer
-        days.append(_campaign_day(dict(zip(header, row, strict=False))))  # a short row leaves fields out
-    return days
+    # A short row is the blank separator or the copyright footer.
+    return [dict(zip(header, row, strict=True)) for row in rows[header_at + 1:] if len(row) == len(header)]
+
+
+def _goal_day(cells: dict[str, str]) -> GoalDay:
+    conversions = cells.get("AllConversionsQualified", cells.get("ConversionsQualified"))
+    revenue = cells.get("AllRevenue", cells.get("Revenue"))
+    return GoalDay(
+        date=_parse_date(cells["TimePeriod"]),
+        goal_id=cells["GoalId"].strip(),
+        goal_name=cells.get("Goal", "").strip(),
+        conversions=_number(conversions),
+        revenue=_number(revenue),
+    )
 
 
 def _campaign_day(cells: dict[str, str]) -> CampaignDay:
