@@ -17,7 +17,6 @@ from adsync.microsoft.campaign import (
     offline_conversion_adjustment_json,
 )
 from adsync.microsoft.errors import Kind, MicrosoftAdsError
-from emulator.demo import ensure_demo_data
 from emulator.models import EmulatorAdjustment, EmulatorConversion, EmulatorUser
 from tests.emulator.support import (
     ADJUST,
@@ -35,21 +34,6 @@ from tests.emulator.support import (
 pytestmark = pytest.mark.django_db
 
 HASHED_EMAIL = "ec81f3ac7b2b19675bab9d54cf416f9f18cff87c97da5cca82c0f0891bc40602"
-
-
-@pytest.fixture(autouse=True)
-def emulator_mode(settings):
-    settings.MICROSOFT_ADS_ENVIRONMENT = "emulator"
-
-
-@pytest.fixture
-def demo():
-    return ensure_demo_data()
-
-
-@pytest.fixture
-def token(demo) -> str:
-    return access_token_for(demo.user)
 
 
 def received(client, token: str, *, name: str = "Purchase", click=None, age: timedelta = timedelta(hours=2),

@@ -27,7 +27,6 @@ from adsync.microsoft.customer import CustomerClient
 from adsync.microsoft.errors import Kind, MicrosoftAdsError
 from adsync.microsoft.reporting import ReportingClient
 from emulator import behaviour as behaviour_module
-from emulator import tokens
 from emulator.demo import ACCOUNT_ID, CUSTOMER_ID, SECOND_ACCOUNT_ID, ensure_demo_data
 from emulator.models import (
     EmulatorAccount,
@@ -41,6 +40,7 @@ from emulator.models import (
     EmulatorUser,
     adsync_callback_uri,
 )
+from tests.emulator.support import access_token_for
 
 pytestmark = pytest.mark.django_db
 
@@ -58,30 +58,9 @@ REDIRECT_URI = adsync_callback_uri()  # registered for the settings' app (tests/
 
 # --- Fixtures and helpers --------------------------------------------------------------------
 
-@pytest.fixture(autouse=True)
-def emulator_mode(settings):
-    """The emulator answers only in emulator mode; the suite's conftest sets client id/secret and dev token."""
-    settings.MICROSOFT_ADS_ENVIRONMENT = "emulator"
-    return settings
-
-
-@pytest.fixture
-def demo():
-    return ensure_demo_data()
-
-
 @pytest.fixture
 def switches() -> EmulatorBehaviour:
     return EmulatorBehaviour.load()
-
-
-def access_token_for(user: EmulatorUser, scope: str = SCOPE) -> str:
-    return tokens.token_response(user, django_settings.MICROSOFT_ADS_CLIENT_ID, scope)["access_token"]
-
-
-@pytest.fixture
-def token(demo) -> str:
-    return access_token_for(demo.user)
 
 
 def headers(token: str, customer_id: str | None = CUSTOMER_ID, account_id: str | None = ACCOUNT_ID,

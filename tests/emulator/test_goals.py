@@ -13,7 +13,7 @@ import pytest
 from django.utils import timezone
 
 from adsync.microsoft.errors import MicrosoftAdsError
-from emulator.demo import ACCOUNT_ID, SECOND_ACCOUNT_ID, ensure_demo_data
+from emulator.demo import ACCOUNT_ID, SECOND_ACCOUNT_ID
 from emulator.models import EmulatorAccount, EmulatorGoal, EmulatorUser
 from tests.emulator.support import (
     ACCOUNT_PROPERTIES,
@@ -31,21 +31,6 @@ from tests.emulator.support import (
 )
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def emulator_mode(settings):
-    settings.MICROSOFT_ADS_ENVIRONMENT = "emulator"
-
-
-@pytest.fixture
-def demo():
-    return ensure_demo_data()
-
-
-@pytest.fixture
-def token(demo) -> str:
-    return access_token_for(demo.user)
 
 
 @pytest.fixture

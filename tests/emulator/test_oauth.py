@@ -16,7 +16,6 @@ import requests
 from django.conf import settings as django_settings
 
 from adsync.microsoft import oauth
-from emulator.demo import ensure_demo_data
 from emulator.models import (
     EmulatorApp,
     EmulatorToken,
@@ -32,14 +31,8 @@ VERIFIER = "v" * 50
 
 
 @pytest.fixture(autouse=True)
-def emulator_mode(settings):
-    settings.MICROSOFT_ADS_ENVIRONMENT = "emulator"
+def public_url(settings):
     settings.ADSYNC_PUBLIC_URL = "https://adsync.example.com"
-
-
-@pytest.fixture
-def demo():
-    return ensure_demo_data()
 
 
 def authorize_params(**overrides) -> dict:

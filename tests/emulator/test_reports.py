@@ -22,14 +22,13 @@ from adsync.microsoft.reporting import (
     goal_report_request,
     parse_goal_report_csv,
 )
-from emulator.demo import ACCOUNT_ID, CUSTOMER_ID, ensure_demo_data
+from emulator.demo import ACCOUNT_ID, CUSTOMER_ID
 from emulator.models import EmulatorConversion, EmulatorGoal
 from tests.emulator.support import (
     ADJUST,
     APPLY,
     POLL,
     SUBMIT,
-    access_token_for,
     fault_code,
     iso,
     new_click,
@@ -40,21 +39,6 @@ from tests.emulator.support import (
 pytestmark = pytest.mark.django_db
 
 GMT = "GreenwichMeanTimeDublinEdinburghLisbonLondon"
-
-
-@pytest.fixture(autouse=True)
-def emulator_mode(settings):
-    settings.MICROSOFT_ADS_ENVIRONMENT = "emulator"
-
-
-@pytest.fixture
-def demo():
-    return ensure_demo_data()
-
-
-@pytest.fixture
-def token(demo) -> str:
-    return access_token_for(demo.user)
 
 
 def today() -> date:
