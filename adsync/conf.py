@@ -188,6 +188,14 @@ class AdsyncSettings:
         """ADSYNC_INSIGHTS_MAX_POLLS (10): report polls before a Pending report is left for the next run."""
         return settings.ADSYNC_INSIGHTS_MAX_POLLS
 
+    # --- Diagnosis ---------------------------------------------------------------------------
+
+    @property
+    def reconcile_gap_percent(self) -> int:
+        """ADSYNC_RECONCILE_GAP_PERCENT (20): a goal whose Microsoft count differs from what adsync sent by this
+        much (past the reporting lag) is a warning in the diagnosis and the digest."""
+        return settings.ADSYNC_RECONCILE_GAP_PERCENT
+
     # --- Notifications ------------------------------------------------------------------------
 
     @property

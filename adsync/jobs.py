@@ -23,10 +23,12 @@ from django_q.tasks import async_task
 
 from adsync.conf import conf
 from adsync.connections import health, lifecycle, tokens
+from adsync.diagnosis import fixes
+from adsync.diagnosis import run as diagnosis
 from adsync.insights import sync as insights_sync
 from adsync.intake import inbox
 from adsync.microsoft.errors import MicrosoftAdsError
-from adsync.models import Connection
+from adsync.models import Connection, DiagnosisRun
 from adsync.notify import alerts
 from adsync.notify import digest as digests
 from adsync.push import flush as flushing
@@ -109,7 +111,10 @@ def connection_ready(connection_id: int) -> str:
     released = transitions.release_held(connection)
     goals_line = refresh_goals_now(connection_id)
     enqueue_insights([connection_id])
-    return f"connection {connection_id}: {released} held row(s) released; goals: {goals_line}; insights queued"
+    # After the insights sync (queued first), so the checklist sees it.
+    enqueue(diagnose, connection_id, DiagnosisRun.CONNECT, force=True, group="adsync:diagnosis")
+    return (f"connection {connection_id}: {released} held row(s) released; goals: {goals_line}; insights and "
+            f"diagnosis queued")
 
 
 def refresh_goals_now(connection_id: int) -> str:
@@ -151,6 +156,39 @@ def sync_insights(connection_id: int, days: int = insights_sync.DEFAULT_DAYS) ->
     return insights_sync.sync_insights(connection, days).line()
 
 
+# --- Diagnosis (docs/diagnosis.md) ------------------------------------------------------------------
+
+def diagnose(connection_id: int, trigger: str = DiagnosisRun.SCHEDULE, force: bool = False, requested_by: str = "",
+             note: str = "") -> str:
+    """One connection's troubleshooting checklist, stored and shown on the card; skipped when the last run is
+    younger than diagnosis.DEBOUNCE unless forced (Check this connection, Connect, a goal created)."""
+    connection = Connection.objects.select_related("site").filter(pk=connection_id).first()
+    if connection is None:
+        return f"connection {connection_id}: skipped: it no longer exists"
+    if not force and diagnosis.recently_diagnosed(connection):
+        return f"connection {connection_id}: skipped: checked less than {diagnosis.DEBOUNCE_HOURS} hours ago"
+    run = diagnosis.diagnose(connection, trigger=trigger, requested_by=requested_by, note=note)
+    return f"connection {connection_id}: {run.counts_line()}"
+
+
+def diagnose_due() -> str:
+    """Hourly: queue the checklist of every active connection not checked for diagnosis.DEBOUNCE (20 h)."""
+    ids = diagnosis.due_connection_ids()
+    for pk in ids:
+        enqueue(diagnose, pk, group="adsync:diagnosis", task_name=f"adsync:diagnosis:{pk}")
+    return f"queued the diagnosis of {len(ids)} connection(s)"
+
+
+def create_goal(connection_id: int, name: str, window_minutes: int, count_type: str, requested_by: str = "") -> str:
+    """The checklist's one-click fix: create a mapped, missing offline goal, then check the connection again."""
+    connection = Connection.objects.select_related("site").filter(pk=connection_id).first()
+    if connection is None:
+        return f"connection {connection_id}: skipped: it no longer exists"
+    outcome = fixes.create_goal(connection, name, window_minutes, count_type)
+    diagnosis.diagnose(connection, trigger=DiagnosisRun.GOAL_CREATED, requested_by=requested_by, note=outcome.note())
+    return f"connection {connection_id}: {outcome.note()}"
+
+
 # --- Housekeeping and notifications -----------------------------------------------------------------
 
 def maintenance() -> str:
@@ -182,6 +220,8 @@ def schedules() -> list[dict]:
         # Microsoft may drop conversions for unknown goals silently: keep the cache fresh.
         job("adsync:goals", refresh_goals, schedule_type=Schedule.DAILY),
         job("adsync:maintenance", maintenance, schedule_type=Schedule.DAILY),
+        # The troubleshooting checklist: hourly, each active connection once its last run is 20 h old.
+        job("adsync:diagnosis", diagnose_due, schedule_type=Schedule.HOURLY),
         # Campaign performance, daily at 05:00 UTC: one queued task per active connection.
         job("adsync:insights", insights, schedule_type=Schedule.CRON, cron=INSIGHTS_CRON),
         # The sync digest for staff who opted in (docs/notifications.md), default 07:00 UTC.

@@ -31,3 +31,15 @@ def card_url(connection_id: int, *, absolute_url: bool = False) -> str:
     """The Microsoft Ads card (the connection's admin page)."""
     url = reverse("admin:adsync_connection_change", args=[connection_id])
     return absolute(url) if absolute_url else url
+
+
+def connection_page_url(connection_id: int, page: str, *, absolute_url: bool = False) -> str:
+    """One of the card's own pages: "reconnect", "reconciliation", "create-goal", "check"
+    (adsync/admin/connect.py, adsync/admin/diagnosis.py)."""
+    url = reverse(f"admin:adsync_connection_{page.replace('-', '_')}", args=[connection_id])
+    return absolute(url) if absolute_url else url
+
+
+def site_url(site_id: int) -> str:
+    """The site's admin page (it shows the snippet tag to embed)."""
+    return reverse("admin:adsync_site_change", args=[site_id])

@@ -277,6 +277,13 @@ ADSYNC_INSIGHTS_REPORT_TIME_ZONE = env(
 # left for the next run.
 ADSYNC_INSIGHTS_MAX_POLLS = env_int("ADSYNC_INSIGHTS_MAX_POLLS", 10)
 
+# --- Diagnosis and reconciliation (docs/diagnosis.md) ----------------------------------------
+# Reconciliation warns when, over the days past Microsoft's reporting lag, the conversions a goal
+# counts differ from those adsync sent and Microsoft accepted by at least this percentage.
+ADSYNC_RECONCILE_GAP_PERCENT = env_int("ADSYNC_RECONCILE_GAP_PERCENT", 20)
+if not 1 <= ADSYNC_RECONCILE_GAP_PERCENT <= 100:
+    raise ValueError(f"ADSYNC_RECONCILE_GAP_PERCENT must be between 1 and 100, got {ADSYNC_RECONCILE_GAP_PERCENT}")
+
 # --- Staff notifications: sync digest and alerts (docs/notifications.md) -------------------
 # The daily digest's cron line, in UTC (django-q2 schedule adsync:digest; run setup_schedules
 # after changing it).

@@ -25,6 +25,7 @@ from django.utils.html import format_html, format_html_join
 
 from adsync import jobs
 from adsync.admin.connect import connection_urls
+from adsync.admin.diagnosis import check_connection, diagnosis_panel, diagnosis_urls
 from adsync.admin.insights import insights_panel, resync_now
 from adsync.connections import health
 from adsync.links import sync_log_url
@@ -142,7 +143,8 @@ class ConnectionAdmin(OperatorActionsMixin, admin.ModelAdmin):
     list_select_related = ["site"]
     search_fields = ["site__name", "account_id", "account_name"]
     inlines = [GoalMappingInline, AccountGoalInline]
-    actions = ["refresh_goal_list", "send_test_conversion", resync_now, "reconnect", "refresh_token_now"]
+    actions = ["refresh_goal_list", "send_test_conversion", resync_now, "reconnect", "refresh_token_now",
+               check_connection]
     fieldsets = [
         (None, {"fields": ["site", "platform", "status_badge", "problem", "account_label", "account_name",
                            "account_id", "customer_id", "account_number", "goal_names_mapped",
@@ -153,16 +155,21 @@ class ConnectionAdmin(OperatorActionsMixin, admin.ModelAdmin):
                                       "classes": ["collapse"]}),
         ("Goals", {"fields": ["goals_refreshed_at", "goal_names_datalist"]}),
         ("Insights", {"fields": ["insights_chart"]}),
+        ("Diagnosis", {"fields": ["diagnosis_checklist"]}),
         ("Support", {"fields": ["support_details"]}),
     ]
     readonly_fields = ["status_badge", "problem", "account_label", "goal_names_mapped", "token_health", "latest_push",
                        "last_flush_at", "last_insights_sync_at", "token_expires_at",
                        "throttled_until", "last_failure", "last_24h", "goals_refreshed_at",
-                       "goal_names_datalist", "insights_chart", "support_details"]
+                       "goal_names_datalist", "insights_chart", "support_details", "diagnosis_checklist"]
 
     @admin.display(description="Copy support details")
     def support_details(self, conn: Connection) -> str:
         return support_box(conn)
+
+    @admin.display(description="Troubleshooting checklist")
+    def diagnosis_checklist(self, conn: Connection) -> str:
+        return diagnosis_panel(conn)
 
     @admin.display(description="Last 14 days")
     def insights_chart(self, conn: Connection) -> str:
@@ -207,7 +214,7 @@ class ConnectionAdmin(OperatorActionsMixin, admin.ModelAdmin):
         })
 
     def get_urls(self):
-        return connection_urls(self) + super().get_urls()
+        return connection_urls(self) + diagnosis_urls(self) + super().get_urls()
 
     def get_fieldsets(self, request, obj=None):
         """View-only staff see every field read-only, which would print the decrypted client secret:

@@ -16,7 +16,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from adsync.microsoft.errors import Kind, MicrosoftAdsError, remedy_hint
-from adsync.models import Connection, Push
+from adsync.models import Connection, DiagnosisSummary, Push
 
 STALE_AFTER = timedelta(hours=24)
 # OAuth errors that mean the app's own credentials are wrong: retrying cannot fix them.
@@ -27,6 +27,8 @@ token_expired = Signal()
 
 # The one fix a state asks for (adsync/admin turns it into a button or link).
 CONNECT, RECONNECT, RESYNC, SETTINGS = "connect", "reconnect", "resync", "settings"
+DIAGNOSE = "diagnose"  # follow the failing check's remedy, then "Check this connection" (docs/diagnosis.md)
+CHECK_FAILING = "check_failing"  # the state of a card whose latest diagnosis has a failing check
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,7 @@ def card_state(connection: Connection, newest_sent_at=_UNKNOWN) -> CardState:
         return CardState("token_expired", "Token expired", "#b35900",
                          "Microsoft no longer accepts this connection's refresh token.", connection.last_error,
                          remedy_hint(None, Kind.RECONNECT), RECONNECT)
-    problem = _active_problem(connection, newest_sent_at)
+    problem = _active_problem(connection, newest_sent_at) or failing_check(connection)
     if problem is not None:
         return problem
     if is_stale(connection):
@@ -137,6 +139,15 @@ def _active_problem(connection: Connection, newest_sent_at) -> CardState | None:
     return CardState("failing", "Token refresh failing (adsync retries)", "#9a6700",
                      "The last token refresh failed; adsync tries again.", connection.last_error,
                      remedy_hint(None, Kind.TRANSIENT))
+
+
+def failing_check(connection: Connection) -> CardState | None:
+    """The latest diagnosis's first failing check (read from the connection's summary, no query), or None."""
+    check = DiagnosisSummary.of(connection).failing
+    if check is None:
+        return None
+    return CardState(CHECK_FAILING, f"Check {check.number} failing: {check.title}", "#cf222e", check.summary, "",
+                     check.remedy, DIAGNOSE)
 
 
 def newest_sent(connection: Connection) -> datetime | None:

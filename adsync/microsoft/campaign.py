@@ -33,6 +33,8 @@ ADD_CONVERSION_GOALS = "/CampaignManagement/v13/ConversionGoals"
 
 RESTATE, RETRACT = "Restate", "Retract"  # OfflineConversionAdjustment.AdjustmentType
 MSCLKID_AUTO_TAGGING = "MSCLKIDAutoTaggingEnabled"  # an AccountPropertyName
+# Every ConversionGoalType, as a flags value (docs/microsoft-api.md#conversion-goals).
+ALL_GOAL_TYPES = "AppInstall,Duration,Event,InStoreTransaction,OfflineConversion,PagesViewedPerVisit,Url"
 
 
 @dataclass
@@ -132,9 +134,13 @@ class CampaignClient:
 
     def get_offline_conversion_goals(self) -> list[dict]:
         """All offline conversion goals of the account (no ids = all), as Microsoft returns them."""
+        return self.get_conversion_goals("OfflineConversion")
+
+    def get_conversion_goals(self, types: str = ALL_GOAL_TYPES) -> list[dict]:
+        """The account's goals of the given types (a comma-separated ConversionGoalType flags value)."""
         payload, _ = self._post(QUERY_CONVERSION_GOALS, {
             "ConversionGoalIds": None,
-            "ConversionGoalTypes": "OfflineConversion",
+            "ConversionGoalTypes": types,
             "ReturnAdditionalFields": "IsExternallyAttributed,IsEnhancedConversionsEnabled",
         })
         return [goal for goal in payload.get("ConversionGoals") or [] if isinstance(goal, dict)]

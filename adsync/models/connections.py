@@ -74,6 +74,9 @@ class Connection(models.Model):
                                        help_text="adsync's classification (adsync/microsoft/errors.py Kind).")
     last_error_code = models.CharField(max_length=40, blank=True,
                                        help_text="Microsoft's numeric code, or the OAuth error (e.g. invalid_grant).")
+    # The latest diagnosis run, summarised (adsync/diagnosis/run.py writes it; models/diagnosis.py reads it):
+    # the card's state and the digest read it without a query of their own.
+    diagnosis_summary = models.JSONField(default=dict, blank=True, editable=False)
     # Debounce of alert emails (adsync/notify/alerts.py): at most one per connection per hour.
     last_alert_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -4,7 +4,8 @@ Sent daily by the `adsync:digest` job (ADSYNC_DIGEST_CRON, default 07:00 UTC) an
 `manage.py send_sync_digest`, to staff who opted in (StaffNotificationPreference).
 Nothing is sent when there is nothing to report. Each error class carries Microsoft's
 messages verbatim, our hint beside them and a link to the filtered sync log; connections in
-Token expired or stale state, and a high pending_identity share, are reported too.
+Token expired or stale state, a high pending_identity share, and the failing or warning checks of
+the latest diagnosis (reconciliation gaps included, docs/diagnosis.md) are reported too.
 
 A constant number of queries, whatever the volume: one for connections, two aggregates.
 """
@@ -23,7 +24,15 @@ from adsync.conf import conf
 from adsync.connections import health
 from adsync.links import absolute, card_url, sync_log_url
 from adsync.microsoft.errors import GOAL_NOT_FOUND_CODE, classify_code, remedy_hint
-from adsync.models import ADSYNC_ERROR_PREFIX, Connection, Push, Site, StaffNotificationPreference
+from adsync.models import (
+    ADSYNC_ERROR_PREFIX,
+    CheckResult,
+    Connection,
+    DiagnosisSummary,
+    Push,
+    Site,
+    StaffNotificationPreference,
+)
 from adsync.notify import emails
 
 SAMPLES_PER_CLASS = 3
@@ -77,6 +86,7 @@ class ConnectionReport:
     pending: int
     health: str = ""
     health_hint: str = ""
+    diagnosis: DiagnosisSummary = field(default_factory=DiagnosisSummary)
 
     @property
     def errors(self) -> int:
@@ -97,7 +107,13 @@ class ConnectionReport:
 
     @property
     def has_news(self) -> bool:
-        return bool(self.error_classes or self.health or self.pending_high)
+        return bool(self.error_classes or self.health or self.pending_high or self.diagnosis.problems)
+
+    @property
+    def diagnosis_problems(self) -> list[CheckResult]:
+        """The latest diagnosis's failing and warning checks, their links made absolute for the email."""
+        return [CheckResult(**{**p.to_json(), "link": absolute(p.link) if p.link.startswith("/") else p.link})
+                for p in self.diagnosis.problems]
 
     @property
     def card_url(self) -> str:
@@ -146,9 +162,13 @@ class Digest:
         """One line for the subject, e.g. "6 errors on 2 connections, 1 connection to fix"."""
         with_errors = sum(1 for r in self.reports if r.errors)
         pending = sum(1 for r in self.reports if r.pending_high)
+        failing = sum(1 for r in self.reports if r.diagnosis.failing)
+        warned = sum(1 for r in self.reports if r.diagnosis.problems and not r.diagnosis.failing)
         parts = [
             _count(self.errors, "error") + f" on {_count(with_errors, 'connection')}" if self.errors else "",
             _count(self.unhealthy, "connection") + " to fix" if self.unhealthy else "",
+            _count(failing, "connection") + " failing a check" if failing else "",
+            _count(warned, "connection") + " with a check to look at" if warned else "",
             _count(pending, "connection") + " with a high pending_identity share" if pending else "",
         ]
         return ", ".join(part for part in parts if part)
@@ -209,7 +229,8 @@ def _status_counts(since: datetime, until: datetime) -> dict[int, dict[str, int]
 def health_of(connection: Connection) -> tuple[str, str]:
     """(state line, hint) for a card that needs a human, or ("", ""). A Disconnected card was chosen: not news."""
     state = health.card_state(connection)
-    if not state.needs_attention or state.key == "disconnected":
+    # A failing check is listed with the diagnosis's other problems.
+    if not state.needs_attention or state.key in ("disconnected", health.CHECK_FAILING):
         return "", ""
     detail = f" — {state.message}" if state.message else f" — {state.reason}" if state.reason else ""
     return f"{state.label}{detail}", state.hint
@@ -226,6 +247,7 @@ def build_digest(since: datetime, until: datetime | None = None) -> Digest:
         report = ConnectionReport(conn, classes.get(conn.pk, []), sum(status_counts.values()),
                                   status_counts.get(Push.PENDING_IDENTITY, 0))
         report.health, report.health_hint = health_of(conn)
+        report.diagnosis = DiagnosisSummary.of(conn)
         if report.has_news:
             sites.setdefault(conn.site_id, SiteReport(conn.site, [])).connections.append(report)
     return Digest(since, until, list(sites.values()))

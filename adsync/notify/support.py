@@ -2,8 +2,10 @@
 
 It carries exactly what the seed's "When to email support" list asks for: the card's status,
 the Microsoft Ads Account ID, the Goal Names configured and two or three recent error
-messages verbatim (with Microsoft's TrackingId). It is built from an explicit list of safe
-fields, never from the model as a whole, so no token, secret or visitor data can slip in.
+messages verbatim (with Microsoft's TrackingId), plus the latest diagnosis checklist
+(adsync/diagnosis/), which answers most of support's first questions before they are asked.
+It is built from an explicit list of safe fields, never from the model as a whole, so no
+token, secret or visitor data can slip in.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from adsync.connections import health
-from adsync.models import Connection, Push
+from adsync.models import Connection, DiagnosisRun, Push
 
 RECENT_ERRORS = 3
 # Look this far back for distinct messages, so one repeated error does not fill the list.
@@ -84,6 +86,8 @@ def support_details(connection: Connection) -> str:
     lines.append("Recent errors from the sync log (verbatim):" if errors else "Recent errors from the sync log: none")
     for number, push in enumerate(errors, start=1):
         lines += _error_lines(push, number)
+    run = DiagnosisRun.objects.filter(connection=connection).order_by("-started_at", "-id").first()
+    lines += run.checklist_lines() if run else ["Diagnosis: never run (action: Check this connection)"]
     return "\n".join(lines) + "\n"
 
 
