@@ -21,8 +21,7 @@ from django_q.models import OrmQ
 from adsync import jobs
 from adsync.connections import health
 from adsync.diagnosis.run import DEBOUNCE
-from adsync.models import AccountGoal, CheckResult, Click, Connection, DiagnosisRun, GoalMapping, \
-    StaffNotificationPreference
+from adsync.models import AccountGoal, CheckResult, Click, Connection, DiagnosisRun, GoalMapping, StaffNotificationPreference
 from adsync.models.diagnosis import FAIL, PASS, WARN
 from adsync.notify.digest import send_digest
 from adsync.notify.support import support_details

@@ -28,8 +28,8 @@ def days_ago(n: int):
 
 
 def send_through_emulator(conn, site, make_conversion, count: int, day, *, sent_hours_later: float = 2) -> None:
-    """`count` conversions of `day`, each with a real emulator click the snippet saw land, flushed to the emulator; the sync log
-    then says they were sent `sent_hours_later` hours after 10:00 that day (when the upload happened)."""
+    """`count` conversions of `day`, each with a real emulator click the snippet saw land, flushed to the emulator;
+    the sync log then says they were sent `sent_hours_later` hours after 10:00 that day (when the upload happened)."""
     store = EmulatorAccount.objects.get(account_id=conn.account_id)
     moment = datetime.combine(day, time(10), tzinfo=UTC)
     for i in range(count):
