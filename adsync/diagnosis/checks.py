@@ -53,7 +53,8 @@ CONNECTION_LEVEL_KINDS = {Kind.ACCOUNT, Kind.NO_ACCESS, Kind.RECONNECT, Kind.AUT
 def ago(moment: datetime | None, now: datetime) -> str:
     if moment is None:
         return "never"
-    return f"{moment:%Y-%m-%d %H:%M} UTC ({timesince(moment, now, depth=1)} ago)"
+    since = "just now" if now - moment < timedelta(minutes=1) else f"{timesince(moment, now, depth=1)} ago"
+    return f"{moment:%Y-%m-%d %H:%M} UTC ({since})"
 
 
 def share(part: int, whole: int) -> str:
@@ -290,8 +291,8 @@ def _check_mapping(ctx: Context, book: GoalBook, mapping, findings: _Findings, m
                                f"(copy-paste it).", card_url(conn.pk), "the card")
             return f"✖ {head}: no goal of that exact name; did you mean “{meant}”?"
         missing.append(mapping.goal_name)
-        findings.add(FAIL, f"Create the offline conversion goal “{mapping.goal_name}” in Microsoft Ads (one click "
-                           f"here), or map the name of an existing goal.",
+        findings.add(FAIL, f"Create the offline conversion goal “{mapping.goal_name}” in Microsoft Ads (one click: "
+                           f"“Create the goal”), or map the name of an existing goal.",
                      connection_page_url(conn.pk, "create-goal") + "?" + urlencode({"name": mapping.goal_name}),
                      "Create the goal")
         choices = ", ".join(f"“{name}”" for name in check.choices) or "none"
@@ -581,6 +582,9 @@ def check_reconciliation(ctx: Context) -> CheckResult:
     evidence.append(f"Microsoft's per-goal report fetched {ago(fetched, ctx.now)}; {reconciliation.LAG_NOTE}")
     evidence += [panel.line() for panel in panels]
     gaps = [panel for panel in panels if panel.has_gap]
+    if not gaps and not any(panel.sent_total or panel.reported_total for panel in panels):
+        return result("reconciliation", PASS, "Nothing sent or counted yet on the days past the reporting lag.",
+                      evidence, link=link, link_label="reconciliation")
     if not gaps:
         return result("reconciliation", PASS, f"Within {conf.reconcile_gap_percent} % for every goal, past the "
                       f"reporting lag.", evidence, link=link, link_label="reconciliation")

@@ -155,6 +155,8 @@ class GoalPanel:
         later = f"; {waiting} more day(s) still within the reporting lag" if waiting else ""
         if not self.compared:
             return f"“{self.goal_name}”: no day past the reporting lag yet{later}."
+        if not (self.sent_total or self.reported_total):
+            return f"✔ “{self.goal_name}”: nothing sent or counted over {len(self.compared)} compared day(s){later}."
         mark = "⚠" if self.has_gap else "✔"
         return (f"{mark} “{self.goal_name}”: adsync sent {self.sent_total}, Microsoft counts "
                 f"{_number(self.reported_total)} over {len(self.compared)} compared day(s){later}.")
