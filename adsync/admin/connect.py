@@ -55,7 +55,8 @@ def connection_urls(model_admin) -> list:
     ]
 
 
-def _connection(request: HttpRequest, model_admin, pk: int) -> Connection:
+def operable_connection(request: HttpRequest, model_admin, pk: int) -> Connection:
+    """The card's connection, for a staff member allowed to change it (operators, superusers); else 403."""
     connection = get_object_or_404(Connection.objects.select_related("site"), pk=pk)
     if not request.user.has_perms(REQUIRED_PERMISSIONS) or not model_admin.has_change_permission(request, connection):
         raise PermissionDenied
@@ -66,11 +67,11 @@ def _connection(request: HttpRequest, model_admin, pk: int) -> Connection:
 
 
 def connect(request: HttpRequest, model_admin, pk: int) -> HttpResponse:
-    return _start(request, _connection(request, model_admin, pk), reconnect=False)
+    return _start(request, operable_connection(request, model_admin, pk), reconnect=False)
 
 
 def reconnect(request: HttpRequest, model_admin, pk: int) -> HttpResponse:
-    return _start(request, _connection(request, model_admin, pk), reconnect=True)
+    return _start(request, operable_connection(request, model_admin, pk), reconnect=True)
 
 
 def _start(request: HttpRequest, connection: Connection, *, reconnect: bool) -> HttpResponse:
@@ -189,7 +190,7 @@ def _token_set(data: dict) -> oauth.TokenSet:
 
 def pick_account(request: HttpRequest, model_admin, pk: int) -> HttpResponse:
     """List the reachable accounts; on POST store the chosen one (a switch needs explicit confirmation)."""
-    connection = _connection(request, model_admin, pk)
+    connection = operable_connection(request, model_admin, pk)
     data = _load_pick(request, pk)
     if data is None:
         messages.warning(request, "No Microsoft sign-in is waiting for an account choice (or it is older than "
@@ -254,7 +255,7 @@ def _render_picker(request: HttpRequest, model_admin, connection: Connection, ac
 
 def disconnect(request: HttpRequest, model_admin, pk: int) -> HttpResponse:
     """GET asks for confirmation; POST wipes the tokens at once and says where to remove the consent."""
-    connection = _connection(request, model_admin, pk)
+    connection = operable_connection(request, model_admin, pk)
     if request.method != "POST":
         context = {**model_admin.admin_site.each_context(request), "opts": Connection._meta,
                    "title": "Disconnect Microsoft Ads", "connection": connection, "card_url": card_url(pk),

@@ -20,17 +20,16 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.timesince import timesince
 
 from adsync import jobs
+from adsync.admin.connect import REQUIRED_PERMISSIONS, operable_connection  # operators and superusers
 from adsync.conf import conf
 from adsync.diagnosis import fixes, reconciliation
 from adsync.diagnosis.run import latest_run
 from adsync.links import card_url, connection_page_url
 from adsync.models import CheckResult, Connection, DiagnosisRun
 from adsync.models.diagnosis import FAIL, PASS, SKIP, WARN
-from adsync.security.roles import OPERATE_PERMISSION, OperatorActionsMixin
+from adsync.security.roles import OperatorActionsMixin
 
 COLOURS = {PASS: "#1a7f37", WARN: "#9a6700", FAIL: "#cf222e", SKIP: "#6e7781"}
-# Operators (adsync/security/roles.py) and superusers; viewers see the checklist but cannot queue work.
-REQUIRED_PERMISSIONS = ("adsync.change_connection", OPERATE_PERMISSION)
 
 
 # --- "Check this connection" (an action on the Connection admin) ---------------------------------
@@ -118,13 +117,6 @@ def diagnosis_urls(model_admin) -> list:
     ]
 
 
-def _operable(request: HttpRequest, model_admin, pk: int) -> Connection:
-    connection = get_object_or_404(Connection.objects.select_related("site"), pk=pk)
-    if not request.user.has_perms(REQUIRED_PERMISSIONS) or not model_admin.has_change_permission(request, connection):
-        raise PermissionDenied
-    return connection
-
-
 def check_now(request: HttpRequest, model_admin, pk: int) -> HttpResponse:
     """The card's "Check this connection now" button (POST): queue the checklist, back to the card."""
     if request.method != "POST":
@@ -166,7 +158,7 @@ class GoalCreationForm(forms.Form):
 
 def create_goal(request: HttpRequest, model_admin, pk: int) -> HttpResponse:
     """GET: the confirmation (name, window, counting). POST: queue AddConversionGoals, back to the card."""
-    connection = _operable(request, model_admin, pk)
+    connection = operable_connection(request, model_admin, pk)
     creatable = fixes.creatable_goal_names(connection)
     if request.method == "POST":
         form = GoalCreationForm(request.POST, creatable=creatable)

@@ -3,7 +3,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from adsync.diagnosis.run import diagnose
-from adsync.models import Connection, DiagnosisRun, Site
+from adsync.management.selection import select_connections
+from adsync.models import DiagnosisRun
 from adsync.models.diagnosis import FAIL, PASS, SKIP, WARN
 
 
@@ -17,7 +18,7 @@ class Command(BaseCommand):
         parser.add_argument("--connection", type=int, metavar="ID", help="Only this connection id.")
 
     def handle(self, *args, site=None, connection=None, **options):
-        connections = self.select(site, connection)
+        connections = select_connections(site, connection)
         if not connections:
             self.stdout.write("No connection matched.")
             return
@@ -32,18 +33,6 @@ class Command(BaseCommand):
             # CommandError makes manage.py exit with status 1, after printing the line.
             raise CommandError(line)
         self.stdout.write(line)
-
-    def select(self, site_key: str | None, connection_id: int | None) -> list[Connection]:
-        connections = Connection.objects.select_related("site").order_by("pk")
-        if site_key:
-            if not Site.objects.filter(key=site_key).exists():
-                raise CommandError(f"No site with key {site_key!r}.")
-            connections = connections.filter(site__key=site_key)
-        if connection_id is not None:
-            if not Connection.objects.filter(pk=connection_id).exists():
-                raise CommandError(f"No connection with id {connection_id}.")
-            connections = connections.filter(pk=connection_id)
-        return list(connections)
 
     def print_run(self, run: DiagnosisRun) -> None:
         styles = {PASS: self.style.SUCCESS, WARN: self.style.WARNING, FAIL: self.style.ERROR, SKIP: str}

@@ -3,7 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from adsync.insights.sync import DEFAULT_DAYS, FAILED, OK, SKIPPED, InsightsResult, sync_many
-from adsync.models import Connection, Site
+from adsync.management.selection import select_connections
 
 
 class Command(BaseCommand):
@@ -19,25 +19,12 @@ class Command(BaseCommand):
     def handle(self, *args, site=None, connection=None, days=DEFAULT_DAYS, **options):
         if days < 1:
             raise CommandError("--days must be at least 1.")
-        connections = self.select(site, connection)
+        connections = select_connections(site, connection)
         if not connections:
             self.stdout.write("No connection matched.")
             return
         results = sync_many(connections, days, progress=self.progress)
         self.summary(results)
-
-    def select(self, site_key: str | None, connection_id: int | None) -> list[Connection]:
-        """Every connection (not-active ones are reported as skipped), narrowed by the options."""
-        connections = Connection.objects.select_related("site").order_by("pk")
-        if site_key:
-            if not Site.objects.filter(key=site_key).exists():
-                raise CommandError(f"No site with key {site_key!r}.")
-            connections = connections.filter(site__key=site_key)
-        if connection_id is not None:
-            if not Connection.objects.filter(pk=connection_id).exists():
-                raise CommandError(f"No connection with id {connection_id}.")
-            connections = connections.filter(pk=connection_id)
-        return list(connections)
 
     def progress(self, result: InsightsResult) -> None:
         style = {OK: self.style.SUCCESS, SKIPPED: self.style.WARNING, FAILED: self.style.ERROR}[result.outcome]
