@@ -104,7 +104,8 @@ def refresh_token_now(connection_id: int) -> str:
 
 
 def connection_ready(connection_id: int) -> str:
-    """After Connect, Reconnect or an account switch: held rows go out now, goals are fetched, insights synced."""
+    """After Connect, Reconnect or an account switch: held rows go out now, goals are fetched, insights synced,
+    then the troubleshooting checklist runs (docs/diagnosis.md)."""
     connection = Connection.objects.filter(pk=connection_id, status=Connection.ACTIVE).first()
     if connection is None:
         return f"connection {connection_id}: not active"
