@@ -1,4 +1,4 @@
-"""Reconciliation: per goal and day, what adsync sent and Microsoft accepted next to what Microsoft counts.
+"""Reconciliation (check 9): per goal and day, what adsync sent and Microsoft accepted next to what Microsoft counts.
 
 `fetch` asks Reporting for the per-goal conversion report (ConversionPerformanceReportRequest,
 docs/microsoft-api.md#per-goal-conversions) and stores its rows (GoalReportDay), so `panels` and the
@@ -25,9 +25,13 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from adsync.conf import conf
+from adsync.diagnosis.context import Context, ago, result
 from adsync.insights.sync import report_range, wait_for_report
+from adsync.links import connection_page_url
+from adsync.microsoft.errors import MicrosoftAdsError
 from adsync.microsoft.reporting import GoalDay, ReportingClient
-from adsync.models import Connection, Conversion, GoalReportDay, Push
+from adsync.models import CheckResult, Connection, Conversion, GoalReportDay, Push
+from adsync.models.diagnosis import PASS, SKIP, WARN
 
 REPORT_DAYS = 14
 # Microsoft: uploaded offline conversions take up to 6 hours to show in reports (its API docs), 4-12
@@ -193,3 +197,41 @@ def panels(connection: Connection, *, days: int = REPORT_DAYS, now: datetime | N
             panel.days.append(lines.get((name, day), DayLine(day)))
         result.append(panel)
     return result
+
+
+# --- Check 9 -------------------------------------------------------------------------------------------
+
+def check_reconciliation(ctx: Context) -> CheckResult:
+    """Microsoft's per-goal count (the report, fetched now and stored) next to what adsync sent."""
+    conn = ctx.connection
+    link = connection_page_url(conn.pk, "reconciliation")
+    evidence = []
+    if ctx.api_ok:
+        try:
+            fetch(conn, ctx.access_token, sleep=ctx.sleep, now=ctx.now)
+        except MicrosoftAdsError as err:
+            evidence.append(f"The per-goal report could not be fetched now: {err.describe()}")
+    goals = panels(conn, now=ctx.now)
+    fetched = max((p.fetched_at for p in goals if p.fetched_at), default=None)
+    if fetched is None:
+        outcome = SKIP if not ctx.api_ok else WARN
+        return result("reconciliation", outcome, "Not compared: Microsoft's per-goal report has not been fetched.",
+                      evidence, remedy="Run the check again later.", link=link, link_label="reconciliation")
+    evidence.append(f"Microsoft's per-goal report fetched {ago(fetched, ctx.now)}; {LAG_NOTE}")
+    evidence += [panel.line() for panel in goals]
+    gaps = [panel for panel in goals if panel.has_gap]
+    if not gaps and not any(panel.sent_total or panel.reported_total for panel in goals):
+        return result("reconciliation", PASS, "Nothing sent or counted yet on the days past the reporting lag.",
+                      evidence, link=link, link_label="reconciliation")
+    if not gaps:
+        return result("reconciliation", PASS, f"Within {conf.reconcile_gap_percent} % for every goal, past the "
+                      f"reporting lag.", evidence, link=link, link_label="reconciliation")
+    worst = max(gaps, key=lambda p: p.gap_percent)
+    if worst.reported_total < worst.sent_total:
+        remedy = ("Open the reconciliation panel to find the days that differ, then compare them in Microsoft Ads → "
+                  "Conversion goals (a goal counting Unique conversions counts one per click).")
+    else:
+        remedy = ("Microsoft counts more than adsync sent: another tool or tag also sends to this goal; give adsync a "
+                  "goal of its own so each conversion is counted once.")
+    return result("reconciliation", WARN, worst.summary(), evidence, remedy=remedy, link=link,
+                  link_label="reconciliation")

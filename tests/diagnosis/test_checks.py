@@ -10,7 +10,7 @@ from django.conf import settings as django_settings
 from django.utils import timezone
 
 from adsync.connections import health
-from adsync.diagnosis.checks import GUIDE_DEVELOPER_TOKEN, HELP_AUTO_TAGGING, HELP_CLICK_ID, HELP_ENHANCED
+from adsync.diagnosis.help_pages import GUIDE_DEVELOPER_TOKEN, HELP_AUTO_TAGGING, HELP_CLICK_ID, HELP_ENHANCED
 from adsync.diagnosis.run import diagnose
 from adsync.models import CampaignInsight, Click, Connection, DiagnosisRun, GoalMapping, Push
 from adsync.models.diagnosis import FAIL, PASS, SKIP, WARN
