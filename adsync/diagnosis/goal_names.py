@@ -60,7 +60,10 @@ def check_goal_names(ctx: Context) -> CheckResult:
             evidence.append(f"The goal list could not be fetched now: {err.describe()}")
     book = GoalBook(conn)
     if not book.known:
-        return result("goal_names", SKIP, "Not checked: the account's goal list has never been fetched.", evidence)
+        outcome = WARN if ctx.goals_error else SKIP
+        return result("goal_names", outcome, "Not checked: the account's goal list has never been fetched.", evidence,
+                      remedy="Run the check again; if the goal list still cannot be fetched, read Microsoft's answer "
+                             "above." if ctx.goals_error else "")
     if not evidence or ctx.goals_error:
         evidence.append(f"Checked against the goal list cached {ago(conn.goals_refreshed_at, ctx.now)}.")
     findings, missing = _Findings(), []
