@@ -274,6 +274,22 @@ def test_check_4_fails_when_no_event_is_mapped(connected, check):
     assert result.outcome == FAIL and "No event is mapped" in result.summary
 
 
+def test_check_4_warns_with_microsofts_answer_when_the_goal_list_cannot_be_fetched(site, make_connection, mocked):
+    conn = make_connection(site, access_token="", token_expires_at=None)
+    mock_refresh_and_customer(mocked)
+    mocked.post(CAMPAIGN + "/CampaignManagement/v13/AccountProperties/Query",
+                json={"AccountProperties": [{"Name": "MSCLKIDAutoTaggingEnabled", "Value": "true"}]})
+    mocked.post(CAMPAIGN + "/CampaignManagement/v13/ConversionGoals/QueryByIds", status=500, json={
+        "TrackingId": "t-0", "Errors": [{"Code": 0, "ErrorCode": "InternalError", "Message": "An internal error."}]})
+
+    result = diagnose(conn, sleep=no_sleep).result("goal_names")
+
+    assert result.outcome == WARN
+    assert "The goal list could not be fetched now: 0 InternalError: An internal error." in result.evidence
+    conn.refresh_from_db()
+    assert conn.last_error_operation == Connection.GOAL_REFRESH
+
+
 # --- 5. The snippet -----------------------------------------------------------------------------------
 
 def test_check_5_counts_msclkid_landings_per_origin_over_24_hours_and_7_days(connected, check, site):
