@@ -82,7 +82,8 @@ MAX_ROWS = 500  # one page of decisions an operator can read
 def adjustment_action(model_admin, request, queryset, kind: str):
     """The action's two steps: the page (first call, or an invalid form), then the adjustment."""
     selected = queryset.filter(kind=Push.CONVERSION)
-    rows = list(selected.select_related("conversion", "connection__site").order_by("conversion_id", "id")[:MAX_ROWS + 1])
+    rows = list(selected.select_related("conversion", "connection__site")
+                .order_by("conversion_id", "id")[:MAX_ROWS + 1])
     if len(rows) > MAX_ROWS:
         model_admin.message_user(request, f"Select at most {MAX_ROWS} rows to adjust at once.", messages.ERROR)
         return None
@@ -97,8 +98,9 @@ def adjustment_action(model_admin, request, queryset, kind: str):
     return TemplateResponse(request, "admin/adsync/push/adjust.html", {
         **model_admin.admin_site.each_context(request),
         "title": label, "label": label, "kind": kind, "form": form, "planned": planned,
-        "skipped": queryset.exclude(kind=Push.CONVERSION).count(), "queryset": rows, "action": request.POST.get("action", ""),
-        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME, "opts": model_admin.model._meta,
+        "skipped": queryset.exclude(kind=Push.CONVERSION).count(), "queryset": rows,
+        "action": request.POST.get("action", ""), "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        "opts": model_admin.model._meta,
     })
 
 

@@ -9,7 +9,8 @@ A push (a sync-log row) moves through these states:
        ├──► pending_identity ──► queued (a click learned later) / error (90-day window closed)
        └──► skipped_no_consent (final: the visitor gave no ad storage consent)
                   error ──► queued (Replay, or a fixed Goal Name)
-    queued (unclaimed), pending_identity, error ──► cancelled (final: retracted before sending, or erased)
+    queued (unclaimed), pending_identity, error ──► cancelled (final: retracted before sending)
+    queued, pending_identity ──► cancelled (final: the person's data was erased)
 
 An adjustment of a sent conversion is a row of its own (kind restate or retract), created queued,
 and follows the same edges; it is cancelled when the conversion it adjusts never reached Microsoft.
@@ -204,12 +205,23 @@ def cancel_unsent(pushes: QuerySet[Push], symbol: str, reason: str) -> int:
     """Call off rows that have not reached Microsoft and that no flush holds: final, with the reason.
 
     A row a flush has claimed is left alone: its request may be on the wire, and the flush records
-    what Microsoft answered (the caller then adjusts it at Microsoft, or knows it could not stop it).
+    what Microsoft answered (the caller then adjusts it at Microsoft).
     """
     now = timezone.now()
     return pushes.filter(_not_claimed(now), status__in=UNSENT).update(
         status=Push.CANCELLED, error_code=None, error_symbol=ADSYNC_ERROR_PREFIX + symbol, error_message=reason,
         updated_at=now, **_UNCLAIM)
+
+
+def cancel_for_erasure(pushes: QuerySet[Push]) -> int:
+    """An erased person's rows that could still go out (queued, pending_identity) are cancelled for good.
+
+    A row a flush holds keeps its claim: if that request reaches Microsoft the flush records `sent`
+    (the truth); if it fails, the row stays cancelled and is never retried.
+    """
+    return pushes.filter(status__in=(Push.QUEUED, Push.PENDING_IDENTITY)).update(
+        status=Push.CANCELLED, error_code=None, error_symbol=ADSYNC_ERROR_PREFIX + "erased",
+        error_message=ERASED_REASON, updated_at=timezone.now())
 
 
 def retract_unsent(conversion: Conversion) -> int:

@@ -14,17 +14,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.tracking.test_browser import (  # noqa: F401 (fixtures)
-    MSCLKID,
-    Tab,
-    browser,
-    database_calls_beside_playwright,
-    no_errors,
-    tab,
-)
-
-from adsync.intake import inbox  # noqa: I001 (after the skip the import above may raise)
+from adsync.intake import inbox
 from adsync.models import Click, Connection, Conversion, GoalMapping, Push, Site
+from tests.tracking import test_browser as shared  # skips this module too when Chromium is missing
+from tests.tracking.test_browser import MSCLKID, Tab, no_errors
+
+# The real-browser fixtures, shared with tests/tracking/test_browser.py.
+database_calls_beside_playwright, browser, tab = shared.database_calls_beside_playwright, shared.browser, shared.tab
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
