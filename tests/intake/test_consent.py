@@ -175,3 +175,13 @@ def test_skipped_rows_count_nowhere_as_failures_nor_in_the_match_rate(client, mo
     assert (panel.match_rate, panel.total) == ("100%", 1)
     digest = build_digest(timezone.now() - timedelta(hours=1))
     assert (digest.errors, digest.is_empty) == (0, True)
+
+
+def test_the_site_page_shows_the_tag_with_consent_mode_when_consent_is_required(admin_client, site):
+    url = f"/admin/adsync/site/{site.pk}/change/"
+    tag = f'data-site="{site.key}" data-consent="required"&gt;'
+
+    assert tag not in admin_client.get(url).content.decode().replace("&quot;", '"')
+    site.consent_required = True
+    site.save()
+    assert tag in admin_client.get(url).content.decode().replace("&quot;", '"')
