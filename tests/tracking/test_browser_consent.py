@@ -9,8 +9,6 @@ the page does before it (Microsoft UET's consent queue); the browser and tab fix
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -42,31 +40,25 @@ PAGE = """<!doctype html>
 """
 
 
-@pytest.fixture(scope="module")
-def consent_shop(live_server):
-    """Pages /<required|optional>/<uet mode>/...: the tag with or without data-consent="required"."""
-    adsync = live_server.url
+SHOP, ADSYNC = "http://shop.test", "http://adsync.test"
 
-    class Shop(BaseHTTPRequestHandler):
-        def do_GET(self):
-            parts = self.path.split("?")[0].split("/")
-            consent = 'data-consent="required"' if parts[1] == "required" else ""
-            uet = UET.get(parts[2] if len(parts) > 2 else "", "")
-            body = PAGE.format(adsync=adsync, key=KEY, consent=consent, uet=uet).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
 
-        def log_message(self, *args):
-            pass
+@pytest.fixture
+def consent_shop(live_server, tab) -> str:
+    """The shop's pages /<required|optional>/<uet mode>/... on their own origin: the tag with or without
+    data-consent="required", after UET's consent queue or not. Both hosts are Playwright routes (as in
+    test_browser.py's https test): adsync's to the live server, unchanged."""
+    def page(route):
+        parts = route.request.url.removeprefix(SHOP).split("?")[0].split("/")
+        consent = 'data-consent="required"' if parts[1] == "required" else ""
+        uet = UET.get(parts[2] if len(parts) > 2 else "", "")
+        route.fulfill(status=200, content_type="text/html",
+                      body=PAGE.format(adsync=ADSYNC, key=KEY, consent=consent, uet=uet))
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Shop)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    tab.page.route(f"{SHOP}/**", page)
+    tab.page.route(f"{ADSYNC}/**", lambda route: route.fulfill(
+        response=route.fetch(url=live_server.url + route.request.url.removeprefix(ADSYNC))))
+    return SHOP
 
 
 @pytest.fixture
