@@ -69,7 +69,7 @@ def plan(conversion: Conversion, rows: list[Push], kind: str) -> Planned:
             verb = "a Restate" if kind == Adjustment.RESTATE else "a Retract"
             effects.append(f"{row.connection}: {row.status} → {verb} is queued for Microsoft")
         elif row.status in (Push.QUEUED, Push.PENDING_IDENTITY, Push.ERROR):
-            change = "sent with the new value" if kind == Adjustment.RESTATE else "cancelled, never sent"
+            change = "takes the new value" if kind == Adjustment.RESTATE else "cancelled, never sent"
             effects.append(f"{row.connection}: {row.status}, not sent yet → {change} (nothing goes to Microsoft)")
         else:
             effects.append(f"{row.connection}: {row.status} → unchanged")

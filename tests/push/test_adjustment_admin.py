@@ -64,7 +64,7 @@ def test_restate_shows_what_will_happen_before_changing_anything(client, operato
     text = page.content.decode()
     assert page.status_code == 200
     assert "sent → a Restate is queued for Microsoft" in text
-    assert "queued, not sent yet → sent with the new value (nothing goes to Microsoft)" in text
+    assert "queued, not sent yet → takes the new value (nothing goes to Microsoft)" in text
     assert 'name="value"' in text and 'name="time"' in text
     assert not Adjustment.objects.exists()
 

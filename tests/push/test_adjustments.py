@@ -456,3 +456,47 @@ def test_an_operator_cannot_adjust_an_erased_conversion(sent):
 
     with pytest.raises(AdjustmentRefused, match="erased"):
         adjust(sent, Adjustment.RETRACT)
+
+
+# --- Malformed adjustment requests (strategies of tests/fuzzing.py) -----------------------------------------
+
+def _adjustment_requests():
+    from hypothesis import strategies as st
+
+    from tests import fuzzing
+
+    restate = fuzzing.bodies(fuzzing.mutated(("value",), ("currency", "time")))
+    retract = st.one_of(st.just(b""), fuzzing.bodies(fuzzing.mutated((), ("time",))))
+    order = st.one_of(st.just("A-1001"), st.just("A-1001"), fuzzing.TEXTS.map(lambda t: fuzzing.quoted(t) or "x"))
+    query = st.one_of(st.just(""), st.just("?event=purchase"), fuzzing.TEXTS.map(lambda t: "?time=" + fuzzing.quoted(t)),
+                      fuzzing.TEXTS.map(lambda t: "?event=" + fuzzing.quoted(t)))
+    return st.one_of(st.tuples(st.just("PATCH"), order, query, restate),
+                     st.tuples(st.just("DELETE"), order, query, retract))
+
+
+def _state() -> tuple:
+    return (Adjustment.objects.count(), Push.objects.count(),
+            tuple(Push.objects.order_by("id").values_list("status", "value")),
+            tuple(Conversion.objects.values_list("value", "currency", "retracted_at")))
+
+
+def test_malformed_adjustments_never_get_a_5xx_and_a_refused_one_changes_nothing(client, secret, sent):
+    from hypothesis import HealthCheck, given, settings
+
+    from tests.fuzzing import postgres_text_rules
+
+    @settings(max_examples=150, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                     HealthCheck.data_too_large])
+    @given(request=_adjustment_requests())
+    def check(request):
+        method, order, query, body = request
+        before, refused = _state(), []
+        with postgres_text_rules(refused):
+            response = client.generic(method, f"/api/v1/conversions/{order}{query}", data=body,
+                                      content_type="application/json", headers={"Authorization": f"Bearer {secret}"})
+        assert response.status_code < 500 and refused == [], (method, order, query, body[:200])
+        if response.status_code >= 400:
+            assert _state() == before, (response.status_code, response.content[:200])
+
+    check()
