@@ -141,7 +141,7 @@ class AdsyncSettings:
 
     @property
     def retention_days(self) -> int:
-        """ADSYNC_RETENTION_DAYS (90): clicks, click ids and hashes older than this are purged daily."""
+        """ADSYNC_RETENTION_DAYS (90): clicks, inbox hits, click ids and hashes older than this are purged daily."""
         return settings.ADSYNC_RETENTION_DAYS
 
     @property

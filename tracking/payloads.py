@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from decimal import ROUND_HALF_UP, Decimal
@@ -42,7 +43,8 @@ UNSTORABLE = "must not contain NUL characters or unpaired surrogates"
 
 # The server API is a developer contract: a misspelt key ("order_id") is an error, not a silent
 # loss. The snippet's keys are ignored when unknown, so an older cached snippet never loses data.
-API_FIELDS = frozenset({"event", "orderId", "value", "currency", "time", "msclkid", "visitorId", "email", "phone"})
+API_FIELDS = frozenset({"event", "orderId", "value", "currency", "time", "msclkid", "visitorId", "email", "phone",
+                        "consent"})
 
 
 class PayloadError(ValueError):
@@ -131,7 +133,8 @@ def parse_click(data: dict[str, Any]) -> ClickPayload:
     msclkid = _msclkid(data)
     if not msclkid:
         raise PayloadError("msclkid", "is required")
-    return ClickPayload(visitor_id=visitor_id, msclkid=msclkid, url=_string(data, "url", max_length=MAX_URL))
+    return ClickPayload(visitor_id=visitor_id, msclkid=msclkid, url=_string(data, "url", max_length=MAX_URL),
+                        ad_storage=consent_signals(data, strict=False)[0])
 
 
 # --- The server API's body (POST /api/v1/conversions) --------------------------------------------
@@ -188,6 +191,7 @@ def parse_conversion(
     occurred_at = _time(data, now or datetime.now(dt_timezone.utc)) if accept_time else None
     email = _string(data, "email", max_length=320)
     phone = _string(data, "phone", max_length=64)
+    ad_storage, ad_user_data = consent_signals(data, strict=accept_time)
     return ConversionPayload(
         event=event,
         order_id=_order_id(data),
@@ -198,6 +202,8 @@ def parse_conversion(
         visitor_id=_visitor_id(data),
         hashed_email=_identifier("email", hash_email, email) if email else "",
         hashed_phone=_identifier("phone", lambda raw: hash_phone(raw, site.default_country), phone) if phone else "",
+        ad_storage=ad_storage,
+        ad_user_data=ad_user_data,
     )
 
 
@@ -256,10 +262,10 @@ def _value(data: dict[str, Any]) -> Decimal | None:
     return abs(value.quantize(VALUE_STEP, rounding=ROUND_HALF_UP))  # abs: -0 becomes 0
 
 
-def _currency(data: dict[str, Any], site: Site) -> str:
+def _currency(data: dict[str, Any], site: Site | None) -> str:
     code = _string(data, "currency", max_length=3).upper()
     if not code:
-        return site.default_currency
+        return site.default_currency if site else ""
     if len(code) != 3 or pycountry.currencies.get(alpha_3=code) is None:
         raise PayloadError("currency", "must be a 3-letter ISO 4217 code, e.g. USD")
     return code
@@ -314,3 +320,75 @@ def _identifier(field: str, clean: Callable[[str], str], raw: str) -> str:
 def _key_label(key: str) -> str:
     """An unknown key, shortened: it is client text, so keep the message bounded."""
     return key if len(key) <= 40 else key[:40] + "…"
+
+
+# --- Consent (adsync/intake/consent.py decides what it allows) ----------------------------------------
+
+CONSENT_KEYS = {"adStorage": "ad_storage", "adUserData": "ad_user_data"}
+
+
+def consent_signals(data: dict[str, Any], *, strict: bool) -> tuple[str, str]:
+    """(ad storage, ad user data) from `"consent": {"adStorage": "granted"|"denied", "adUserData": ...}`;
+    "" where not given. The server API (`strict`) refuses keys it does not know; the snippet's are ignored."""
+    raw = data.get("consent")
+    if raw is None:
+        return "", ""
+    if not isinstance(raw, dict):
+        raise PayloadError("consent", 'must be an object, e.g. {"adStorage": "granted"}')
+    unknown = sorted(set(raw) - set(CONSENT_KEYS))
+    if strict and unknown:
+        raise PayloadError(f"consent.{_key_label(unknown[0])}", "is not a known field (adStorage, adUserData)")
+    signals = []
+    for key in CONSENT_KEYS:
+        value = raw.get(key)
+        if value not in (None, "", "granted", "denied"):
+            raise PayloadError(f"consent.{key}", 'must be "granted" or "denied"')
+        signals.append(value or "")
+    return signals[0], signals[1]
+
+
+# --- Adjustments (PATCH and DELETE /api/v1/conversions/<order id>) -----------------------------------
+
+RESTATE_FIELDS = frozenset({"value", "currency", "time"})
+RETRACT_FIELDS = frozenset({"time"})
+
+
+@dataclass(frozen=True)
+class AdjustmentRequest:
+    """A validated restate (value, currency) or retract; `time` None means now."""
+
+    value: Decimal | None = None
+    currency: str = ""
+    time: datetime | None = None
+
+
+def parse_restate(data: dict[str, Any], now: datetime) -> AdjustmentRequest:
+    """`{"value": 25.0, "currency": "EUR", "time": "…"}`: the new value is required."""
+    _only(data, RESTATE_FIELDS)
+    if data.get("value") is None:
+        raise PayloadError("value", "is required to restate a conversion")
+    currency = ""
+    if data.get("currency") not in (None, ""):
+        currency = _currency(data, site=None)
+    return AdjustmentRequest(value=_value(data), currency=currency, time=_time(data, now))
+
+
+def parse_retract(data: dict[str, Any], now: datetime) -> AdjustmentRequest:
+    """`{"time": "…"}` or no body at all (the time may also come as `?time=`)."""
+    _only(data, RETRACT_FIELDS)
+    return AdjustmentRequest(time=_time(data, now))
+
+
+def read_optional_json(request: HttpRequest) -> dict[str, Any]:
+    """The body as for read_json, but an empty body is an empty object (a DELETE usually has none)."""
+    try:
+        empty = not request.body.strip()
+    except RequestDataTooBig:
+        empty = False  # read_json answers 413
+    return {} if empty else read_json(request)
+
+
+def _only(data: dict[str, Any], allowed: frozenset[str]) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise PayloadError(_key_label(unknown[0]), "is not a known field (" + ", ".join(sorted(allowed)) + ")")

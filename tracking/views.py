@@ -18,7 +18,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 
 from adsync.intake import record
-from adsync.models import Conversion, Push, Site, format_conversion_time
+from adsync.intake.adjustments import AdjustmentRefused, adjust
+from adsync.models import Adjustment, Conversion, Push, Site, format_conversion_time
 from tracking import accept, http, payloads
 from tracking.group_commit import CommitTimeout
 from tracking.payloads import PayloadError
@@ -105,12 +106,22 @@ def api_conversions(request: HttpRequest) -> HttpResponse:
 
 @csrf_exempt
 def api_conversion_detail(request: HttpRequest, order_id: str) -> HttpResponse:
-    """GET /api/v1/conversions/<order id>?event=purchase: what became of a conversion."""
+    """GET /api/v1/conversions/<order id>?event=purchase: what became of a conversion (PATCH, DELETE: adjust it)."""
+    if request.method in ("PATCH", "DELETE"):
+        return api_adjust_conversion(request, order_id)
     if request.method not in ("GET", "HEAD"):
-        return http.method_not_allowed("GET")
+        return http.method_not_allowed("GET", "PATCH", "DELETE")
     site = http.bearer_site(request)
     if isinstance(site, HttpResponse):
         return site
+    conversion = conversion_for_order(request, site, order_id)
+    if isinstance(conversion, HttpResponse):
+        return conversion
+    return JsonResponse(conversion_detail_json(conversion))
+
+
+def conversion_for_order(request: HttpRequest, site: Site, order_id: str) -> Conversion | HttpResponse:
+    """The site's conversion with this order id (and `?event=`), or the 404 / 400 to answer with."""
     event = request.GET.get("event")
     matches = Conversion.objects.filter(site=site, order_id=order_id).order_by("event_name")
     if event:
@@ -121,9 +132,13 @@ def api_conversion_detail(request: HttpRequest, order_id: str) -> HttpResponse:
         return http.json_error(404, "orderId: no conversion with this order id" + (" and event" if event else ""))
     if len(found) > 1:
         return http.json_error(400, "event: required, this order id belongs to several events")
-    conversion = found[0]
+    return found[0]
+
+
+def conversion_detail_json(conversion: Conversion) -> dict:
     pushes = [push_json(p, detail=True) for p in conversion.pushes.order_by("id")]
-    return JsonResponse({**conversion_json(conversion), "pushes": pushes})
+    adjustments = [adjustment_json(a) for a in conversion.adjustments.order_by("adjusted_at", "id")]
+    return {**conversion_json(conversion), "pushes": pushes, "adjustments": adjustments}
 
 
 def conversion_json(conversion: Conversion) -> dict:
@@ -140,12 +155,17 @@ def conversion_json(conversion: Conversion) -> dict:
         "hashedEmail": bool(conversion.hashed_email),
         "hashedPhone": bool(conversion.hashed_phone),
         "source": conversion.source,
+        "consent": conversion.consent or None,
+        "retractedAt": format_conversion_time(conversion.retracted_at) if conversion.retracted_at else None,
     }
 
 
 def push_json(push: Push, detail: bool = False) -> dict:
     item = {"connection": push.connection_id, "goalName": push.goal_name, "status": push.status}
     if detail:
+        item["kind"] = push.kind
+        if push.is_adjustment:
+            item["adjustmentTime"] = format_conversion_time(push.adjustment_time)
         item.update({
             "attempts": push.attempts,
             "sentAt": format_conversion_time(push.sent_at) if push.sent_at else None,
@@ -155,3 +175,43 @@ def push_json(push: Push, detail: bool = False) -> dict:
             "errorMessage": push.error_message or None,
         })
     return item
+
+
+# --- Adjustments: PATCH (restate) and DELETE (retract) /api/v1/conversions/<order id> -------------------
+
+@csrf_exempt
+def api_adjust_conversion(request: HttpRequest, order_id: str) -> HttpResponse:
+    """PATCH: a new value (and currency); DELETE: a refund or cancellation. Both at `time` (default now)."""
+    site = http.bearer_site(request)
+    if isinstance(site, HttpResponse):
+        return site
+    now = timezone.now()
+    kind = Adjustment.RESTATE if request.method == "PATCH" else Adjustment.RETRACT
+    try:
+        data = payloads.read_optional_json(request)
+        if kind == Adjustment.RETRACT and "time" in request.GET and "time" not in data:
+            data = {"time": request.GET["time"]}
+        asked = (payloads.parse_restate if kind == Adjustment.RESTATE else payloads.parse_retract)(data, now)
+    except PayloadError as error:
+        return http.json_error(error.status, error.detail)
+    conversion = conversion_for_order(request, site, order_id)
+    if isinstance(conversion, HttpResponse):
+        return conversion
+    try:
+        done = adjust(conversion, kind, at=asked.time, value=asked.value, currency=asked.currency, now=now)
+    except AdjustmentRefused as refused:
+        return http.json_error(refused.status, str(refused))
+    conversion.refresh_from_db()
+    answer = {**conversion_detail_json(conversion), "adjustment": {**adjustment_json(done.adjustment),
+                                                                    "created": done.created}}
+    return JsonResponse(answer)
+
+
+def adjustment_json(adjustment: Adjustment) -> dict:
+    return {
+        "type": adjustment.kind,
+        "time": format_conversion_time(adjustment.adjusted_at),
+        "value": float(adjustment.value) if adjustment.value is not None else None,
+        "currency": adjustment.currency or None,
+        "source": adjustment.source,
+    }

@@ -1,7 +1,8 @@
 """The sync dashboard (/admin/adsync/dashboard/): per connection, the last 14 days at a glance.
 
 Pushes by status per day as a server-rendered SVG (nothing fetched, no script), the match
-rate (sent / all pushes), the pending_identity share, last flush, last insights sync and a
+rate (sent / all conversion pushes, not counting adjustments nor rows never sent by design:
+skipped_no_consent, cancelled), the pending_identity share, last flush, last insights sync and a
 link to each card; above them, the snippet's inbox (hits accepted but not stored yet), whose
 oldest waiting hit tells whether the worker keeps up. Three queries whatever the data:
 connections, one aggregate of pushes per connection, day and status, and one of the inbox.
@@ -156,7 +157,7 @@ class InboxBacklog:
 
 def daily_counts(start: datetime) -> dict[tuple[int, date], dict[str, int]]:
     """{(connection id, day): {status: pushes}} in one aggregate query."""
-    rows = (Push.objects.filter(created_at__gte=start).annotate(day=TruncDate("created_at"))
+    rows = (Push.objects.counted().filter(created_at__gte=start).annotate(day=TruncDate("created_at"))
             .values("connection_id", "day", "status").annotate(n=Count("id")).order_by())
     counts: dict[tuple[int, date], dict[str, int]] = {}
     for row in rows:

@@ -13,7 +13,7 @@ class SiteAdmin(admin.ModelAdmin):
     search_fields = ["name", "key"]
     readonly_fields = ["key", "snippet_tag", "has_api_secret", "created_at"]
     fields = ["name", "key", "snippet_tag", "allowed_origins", "default_currency", "default_country",
-              "has_api_secret", "created_at"]
+              "consent_required", "has_api_secret", "created_at"]
     actions = ["generate_api_secret"]
 
     @admin.display(boolean=True, description="Server API secret set")
@@ -24,9 +24,10 @@ class SiteAdmin(admin.ModelAdmin):
     def snippet_tag(self, site: Site) -> str:
         if not site.pk:
             return "Save the site first."
+        consent = ' data-consent="required"' if site.consent_required else ""  # the snippet's consent mode
         return format_html(
-            '<code>&lt;script async src="{}/t/v1/adsync.js" data-site="{}"&gt;&lt;/script&gt;</code>',
-            conf.public_url, site.key,
+            '<code>&lt;script async src="{}/t/v1/adsync.js" data-site="{}"{}&gt;&lt;/script&gt;</code>',
+            conf.public_url, site.key, consent,
         )
 
     @admin.action(description="Generate a new server API secret (shown once)", permissions=["change"])

@@ -2,9 +2,10 @@
 
 from django.contrib import admin
 
+from adsync.admin.adjust import adjustment_action
 from adsync.admin.large_tables import EstimatingPaginator, search_by_identifier
 from adsync.microsoft.errors import remedy_hint
-from adsync.models import Push
+from adsync.models import Adjustment, Push
 from adsync.push import operations, transitions
 from adsync.security.roles import OperatorActionsMixin  # actions with permissions=["operate"]: operators only
 
@@ -13,10 +14,10 @@ from adsync.security.roles import OperatorActionsMixin  # actions with permissio
 class PushAdmin(OperatorActionsMixin, admin.ModelAdmin):
     """The sync log: every push, what was sent, and Microsoft's answer verbatim."""
 
-    list_display = ["created_at", "status", "goal_name", "msclkid_or_none", "value", "currency",
+    list_display = ["created_at", "status", "kind", "goal_name", "msclkid_or_none", "value", "currency",
                     "order_id", "connection", "short_error"]
-    actions = ["validate_dry_run", "replay_errors"]
-    list_filter = ["status", "connection"]
+    actions = ["validate_dry_run", "replay_errors", "restate_value", "retract"]
+    list_filter = ["status", "kind", "connection"]
     list_select_related = ["conversion", "connection__site"]
     search_fields = ["=msclkid", "=conversion__order_id"]  # served by get_search_results below
     search_help_text = "An exact msclkid or order id (case-sensitive)."
@@ -24,7 +25,8 @@ class PushAdmin(OperatorActionsMixin, admin.ModelAdmin):
     paginator = EstimatingPaginator  # no full COUNT(*) over millions of rows (docs/performance.md)
     list_per_page = 50
     date_hierarchy = None
-    fields = ["status", "goal_name", "msclkid", "value", "currency", "conversion_time", "order_id", "event_name",
+    fields = ["status", "kind", "adjustment_time", "goal_name", "msclkid", "value", "currency", "conversion_time",
+              "order_id", "event_name",
               "connection", "error_source", "error_code", "error_symbol", "error_message", "remedy", "tracking_id",
               "attempts",
               "next_attempt_at", "sent_at", "created_at", "updated_at"]
@@ -55,10 +57,22 @@ class PushAdmin(OperatorActionsMixin, admin.ModelAdmin):
         self.message_user(request, f"{count} row(s) re-queued for the next flush; rows outside the window or not in "
                                    f"error were left alone.")
 
+    @admin.action(description="Restate value: a new value for the selected conversions (refund in part, correction)",
+                  permissions=["operate"])
+    def restate_value(self, request, queryset):
+        return adjustment_action(self, request, queryset, Adjustment.RESTATE)
+
+    @admin.action(description="Retract: the selected conversions did not happen (refund, cancellation)",
+                  permissions=["operate"])
+    def retract(self, request, queryset):
+        return adjustment_action(self, request, queryset, Adjustment.RETRACT)
+
     @admin.display(description="Error from")
     def error_source(self, push: Push) -> str:
         if not push.error_message:
             return "—"
+        if push.status in Push.NOT_SENT_BY_DESIGN:
+            return "adsync (never sent, by design)"
         return "adsync's pre-send check (not sent)" if push.is_adsync_error else "Microsoft Ads"
 
     @admin.display(description="msclkid", ordering="msclkid")
@@ -87,6 +101,11 @@ class PushAdmin(OperatorActionsMixin, admin.ModelAdmin):
             return ("No msclkid: Microsoft cannot match this conversion. Check that auto-tagging is on in Microsoft "
                     "Ads, that the snippet is on every landing page, and remember that visitors who never clicked a "
                     "Microsoft ad cannot be attributed.")
+        if push.status == Push.SKIPPED_NO_CONSENT:
+            return ("Nothing to fix: adsync never sends a conversion without the visitor's ad storage consent. If "
+                    "every row says so, check that the consent banner calls adsync.consent() (docs/tracking.md).")
+        if push.status == Push.CANCELLED:
+            return "Nothing to do: this row was called off on purpose and is never sent."
         if not push.error_message:
             return "—"
         if push.is_adsync_error:

@@ -173,7 +173,8 @@ def _days(minutes: int) -> str:
 
 def _late_conversions(conn: Connection, goal_name: str, window: int, now: datetime) -> tuple[int, int]:
     """(rows converting later after their click than the goal's window, rows with a known click), last 30 days."""
-    counts = Push.objects.filter(connection=conn, goal_name=goal_name, created_at__gte=now - WINDOW_LOOKBACK,
+    counts = Push.objects.filter(connection=conn, kind=Push.CONVERSION, goal_name=goal_name,
+                                 created_at__gte=now - WINDOW_LOOKBACK,
                                  click_time__isnull=False).aggregate(
         total=Count("id"), late=Count("id", filter=Q(conversion_time__gt=F("click_time") + timedelta(minutes=window))))
     return counts["late"], counts["total"]

@@ -174,7 +174,8 @@ def panels(connection: Connection, *, days: int = REPORT_DAYS, now: datetime | N
     """Per goal (mapped or sent to), the last `days` days: two aggregate queries, no HTTP."""
     now = now or timezone.now()
     start, end = report_range(days, now.date())
-    sent = (Push.objects.filter(connection=connection, status=Push.SENT, conversion_time__date__range=(start, end))
+    sent = (Push.objects.filter(connection=connection, kind=Push.CONVERSION, status=Push.SENT,
+                                conversion_time__date__range=(start, end))
             .exclude(conversion__source=Conversion.SOURCE_ADMIN)
             .annotate(day=TruncDate("conversion_time")).values("goal_name", "day")
             .annotate(n=Count("id"), last=Max("sent_at")).order_by())

@@ -100,7 +100,7 @@ CAUSES = {
 def check_pending_identity(ctx: Context) -> CheckResult:
     """Of the latest pending_identity rows, why each has no msclkid: the share per cause."""
     conn, now = ctx.connection, ctx.now
-    recent = dict(Push.objects.filter(connection=conn, created_at__gte=now - RECENT).values_list("status")
+    recent = dict(Push.objects.counted().filter(connection=conn, created_at__gte=now - RECENT).values_list("status")
                   .annotate(n=Count("id")).order_by())
     total, pending_recent = sum(recent.values()), recent.get(Push.PENDING_IDENTITY, 0)
     evidence = [f"Last 7 days: {pending_recent} of {total} sync-log row(s) pending_identity "

@@ -3,7 +3,8 @@
 A conversion and its sync-log rows (adsync/push/transitions.py `create_pushes`) are written in one transaction, so the
 flush never sees a conversion without its pushes. (site, event, order id) identifies a
 conversion: a repeat returns the stored one and changes nothing, including under a race
-(the unique constraint decides, and the loser reads the winner's row).
+(the unique constraint decides, and the loser reads the winner's row). The visitor's consent
+(adsync/intake/consent.py) is applied first: what it does not allow is never stored.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import datetime
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from adsync.intake import consent
 from adsync.intake.matching import attach_click
 from adsync.intake.reports import ClickPayload, ConversionPayload
 from adsync.models import Click, Conversion, Push, Site
@@ -29,11 +31,14 @@ class Recorded:
     pushes: list[Push]
 
 
-def record_click(site: Site, payload: ClickPayload, now: datetime | None = None) -> tuple[Click, bool]:
-    """(click, created). The first report of an msclkid wins; later ones change nothing.
+def record_click(site: Site, payload: ClickPayload, now: datetime | None = None) -> tuple[Click | None, bool]:
+    """(click, created). The first report of an msclkid wins; later ones change nothing. A click without
+    ad storage consent is not kept at all: (None, False).
 
     get_or_create absorbs the insert race: the loser's IntegrityError becomes a read.
     """
+    if not consent.click_allowed(site, payload):
+        return None, False
     click, created = Click.objects.get_or_create(
         site=site, msclkid=payload.msclkid,
         defaults={"visitor_id": payload.visitor_id, "clicked_at": now or timezone.now(), "landing_url": payload.url},
@@ -53,6 +58,7 @@ def record_conversion(
     `read_pushes=False` (the inbox drain, which answers no one) leaves `Recorded.pushes` empty
     and saves the query that reads them back.
     """
+    payload = consent.apply_consent(site, payload)
     conversion = _build(site, payload, source, now or timezone.now())
     try:
         with transaction.atomic():
@@ -105,6 +111,7 @@ def _build(site: Site, payload: ConversionPayload, source: str, now: datetime) -
         hashed_email=payload.hashed_email,
         hashed_phone=payload.hashed_phone,
         source=source,
+        consent=consent.conversion_consent(site, payload),
     )
 
 

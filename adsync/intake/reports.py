@@ -15,6 +15,7 @@ class ClickPayload:
     visitor_id: str
     msclkid: str
     url: str = ""
+    ad_storage: str = ""  # the visitor's consent signal: "granted", "denied" or "" (none given)
 
 
 @dataclass(frozen=True)
@@ -30,3 +31,6 @@ class ConversionPayload:
     visitor_id: str = ""
     hashed_email: str = ""
     hashed_phone: str = ""
+    # The visitor's consent signals (adsync/intake/consent.py): "granted", "denied" or "" (none given).
+    ad_storage: str = ""
+    ad_user_data: str = ""

@@ -54,6 +54,14 @@ class Conversion(models.Model):
     SOURCE_ADMIN = "admin"
     SOURCES = [(SOURCE_BROWSER, "Browser snippet"), (SOURCE_SERVER, "Server API"), (SOURCE_ADMIN, "Admin test")]
 
+    # The visitor's ad storage consent as adsync decided it when the conversion arrived (adsync/intake/consent.py).
+    CONSENT_NOT_ASKED = ""
+    CONSENT_GRANTED = "granted"
+    CONSENT_DENIED = "denied"
+    CONSENT_MISSING = "missing"
+    CONSENTS = [(CONSENT_NOT_ASKED, "not asked (consent not required, no signal)"), (CONSENT_GRANTED, "granted"),
+                (CONSENT_DENIED, "denied"), (CONSENT_MISSING, "no signal, and the site requires consent")]
+
     site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="conversions")
     event_name = models.CharField(max_length=100)
     order_id = models.CharField(max_length=200, null=True, blank=True)
@@ -67,6 +75,12 @@ class Conversion(models.Model):
     hashed_email = models.CharField(max_length=64, blank=True)
     hashed_phone = models.CharField(max_length=64, blank=True)
     source = models.CharField(max_length=10, choices=SOURCES, default=SOURCE_BROWSER)
+    consent = models.CharField("ad storage consent", max_length=10, choices=CONSENTS, blank=True,
+                               default=CONSENT_NOT_ASKED)
+    retracted_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the site retracted it (a refund or cancellation): never sent again.")
+    erased_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the person's data was erased on request: only an anonymous line is left.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -93,3 +107,8 @@ class Conversion(models.Model):
     @property
     def has_hashed_pii(self) -> bool:
         return bool(self.hashed_email or self.hashed_phone)
+
+    @property
+    def without_consent(self) -> bool:
+        """True when the visitor denied ad storage, or gave no signal where the site requires one: never sent."""
+        return self.consent in (self.CONSENT_DENIED, self.CONSENT_MISSING)

@@ -1,4 +1,4 @@
-"""The sync log: one Push per conversion and connection, and the OfflineConversion JSON it becomes.
+"""The sync log: one Push per conversion and connection (plus one per adjustment sent), and the JSON it becomes.
 
 Every change of a push's status, attempts, next attempt and error fields is written by
 adsync/push/transitions.py, always as filter(...).update(...) under a condition it checked.
@@ -14,6 +14,8 @@ from django.db.models import Q
 from django.db.models.lookups import In
 from django.utils import timezone
 
+from adsync.microsoft.campaign import RESTATE, RETRACT, offline_conversion_adjustment_json
+from adsync.models.adjustments import Adjustment
 from adsync.models.connections import Connection
 from adsync.models.conversions import Conversion
 
@@ -26,15 +28,35 @@ class PushQuerySet(models.QuerySet):
             Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
         )
 
+    def counted(self):
+        """Conversion rows that count in match rates and shares: not adjustments, and not the rows adsync
+        deliberately never sends (skipped_no_consent, cancelled), which are no failure of anyone's."""
+        return self.filter(kind=Push.CONVERSION).exclude(status__in=Push.NOT_SENT_BY_DESIGN)
+
 
 class Push(models.Model):
-    """A sync-log row: one conversion sent (or held back) to one connection."""
+    """A sync-log row: one conversion sent (or held back) to one connection, or one adjustment of it.
+
+    `kind` says which: a conversion (ApplyOfflineConversions) or a restate / retract of one already
+    sent (ApplyOfflineConversionAdjustments), which names the original exactly as it was sent.
+    """
 
     QUEUED = "queued"
     SENT = "sent"
     PENDING_IDENTITY = "pending_identity"
     ERROR = "error"
-    STATUSES = [(QUEUED, "queued"), (SENT, "sent"), (PENDING_IDENTITY, "pending_identity"), (ERROR, "error")]
+    # Final, never sent, and not failures: the visitor gave no ad storage consent; or the row was
+    # called off before it went out (a retract before sending, an erasure, an adjustment with nothing to adjust).
+    SKIPPED_NO_CONSENT = "skipped_no_consent"
+    CANCELLED = "cancelled"
+    STATUSES = [(QUEUED, "queued"), (SENT, "sent"), (PENDING_IDENTITY, "pending_identity"), (ERROR, "error"),
+                (SKIPPED_NO_CONSENT, "skipped_no_consent"), (CANCELLED, "cancelled")]
+    NOT_SENT_BY_DESIGN = (SKIPPED_NO_CONSENT, CANCELLED)
+
+    CONVERSION = "conversion"
+    RESTATE = Adjustment.RESTATE
+    RETRACT = Adjustment.RETRACT
+    KINDS = [(CONVERSION, "conversion"), (RESTATE, "adjustment: restate"), (RETRACT, "adjustment: retract")]
 
     # No separate FK indexes: push_once_per_connection leads with conversion, push_due and
     # push_log_filter with connection. Every index is written on each status change.
@@ -47,6 +69,10 @@ class Push(models.Model):
     value = models.DecimalField(max_digits=15, decimal_places=3, null=True, blank=True)
     currency = models.CharField(max_length=3, blank=True)
     conversion_time = models.DateTimeField(help_text="Sent to Microsoft as ConversionTime, UTC, identical on every retry.")
+    kind = models.CharField(max_length=10, choices=KINDS, default=CONVERSION)
+    adjustment = models.ForeignKey(Adjustment, on_delete=models.CASCADE, null=True, blank=True, related_name="pushes",
+                                   db_index=False)
+    adjustment_time = models.DateTimeField(null=True, blank=True, help_text="Sent as AdjustmentTime (adjustments only).")
     click_time = models.DateTimeField(null=True, blank=True, help_text="When the msclkid's click landed, if known.")
 
     status = models.CharField(max_length=20, choices=STATUSES, default=QUEUED)
@@ -71,7 +97,10 @@ class Push(models.Model):
         verbose_name = "sync-log entry"
         verbose_name_plural = "sync log"
         constraints = [
-            models.UniqueConstraint(fields=["conversion", "connection"], name="push_once_per_connection"),
+            models.UniqueConstraint(fields=["conversion", "connection"], name="push_once_per_connection",
+                                    condition=Q(kind="conversion")),
+            models.UniqueConstraint(fields=["adjustment", "connection"], name="push_adjustment_once",
+                                    condition=Q(adjustment__isnull=False)),
             models.UniqueConstraint(fields=["dedupe_key"], name="push_dedupe_key"),
         ]
         indexes = [
@@ -88,7 +117,12 @@ class Push(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.goal_name} · {self.msclkid or 'no msclkid'} · {self.status}"
+        kind = "" if self.kind == self.CONVERSION else f"{self.kind} · "
+        return f"{kind}{self.goal_name} · {self.msclkid or 'no msclkid'} · {self.status}"
+
+    @property
+    def is_adjustment(self) -> bool:
+        return self.kind != self.CONVERSION
 
     def compute_dedupe_key(self) -> str | None:
         identity = self.msclkid or self.hashed_email or self.hashed_phone
@@ -105,8 +139,28 @@ class Push(models.Model):
     def as_offline_conversion(self) -> dict:
         return offline_conversion_json(self)
 
+    def as_request_item(self) -> dict:
+        return request_item_json(self)
+
 
 ADSYNC_ERROR_PREFIX = "adsync:"
+ADJUSTMENT_TYPES = {Push.RESTATE: RESTATE, Push.RETRACT: RETRACT}
+
+
+def request_item_json(push) -> dict:
+    """What the flush sends for a Push or a claimed row: an OfflineConversion, or an OfflineConversionAdjustment."""
+    return offline_conversion_adjustment_json_for(push) if push.kind != Push.CONVERSION else offline_conversion_json(push)
+
+
+def offline_conversion_adjustment_json_for(push) -> dict:
+    """The OfflineConversionAdjustment (docs/microsoft-api.md#adjustments): the original's goal name, click id or
+    hashes and ConversionTime exactly as first sent, the type and time, and for a Restate the new value."""
+    restate = push.kind == Push.RESTATE
+    return offline_conversion_adjustment_json(
+        goal_name=push.goal_name, conversion_time=push.conversion_time, adjustment_type=ADJUSTMENT_TYPES[push.kind],
+        adjustment_time=push.adjustment_time, value=push.value if restate else None,
+        currency=push.currency if restate else "", msclkid=push.msclkid, hashed_email=push.hashed_email,
+        hashed_phone=push.hashed_phone)
 
 
 def offline_conversion_json(push) -> dict:

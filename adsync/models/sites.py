@@ -35,6 +35,12 @@ class Site(models.Model):
     default_country = models.CharField(
         max_length=2, default="US", help_text="ISO country used to read phone numbers written without +country code."
     )
+    consent_required = models.BooleanField(
+        "consent required", default=False,
+        help_text="Visitors must grant ad storage consent (adsync.consent or UET consent mode) before adsync keeps "
+        "their click id; a conversion reported without that consent is kept as skipped_no_consent and never sent. "
+        "Add data-consent=\"required\" to the snippet tag too (docs/tracking.md, Consent).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -219,7 +219,7 @@ def error_classes(since: datetime, until: datetime, connection_ids: list[int] | 
 
 def _status_counts(since: datetime, until: datetime) -> dict[int, dict[str, int]]:
     counts: dict[int, dict[str, int]] = defaultdict(dict)
-    rows = (Push.objects.filter(created_at__gte=since, created_at__lt=until)
+    rows = (Push.objects.counted().filter(created_at__gte=since, created_at__lt=until)
             .values("connection_id", "status").annotate(n=Count("id")).order_by())
     for row in rows:
         counts[row["connection_id"]][row["status"]] = row["n"]

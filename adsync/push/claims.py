@@ -2,7 +2,8 @@
 
 A claim stamps up to 1,000 due rows with a token and a lease, so an overlapping flush (another
 worker, a second process) gets other rows or none; rows of a worker that died are claimable
-again once the lease ends. The flush reads only what it sends (`SEND_FIELDS`) into plain
+again once the lease ends. A batch is all conversions or all adjustments: they go to Microsoft in
+separate calls. The flush reads only what it sends (`SEND_FIELDS`) into plain
 `ClaimedPush` objects: building 1,000 model instances per batch cost more than the SQL.
 """
 
@@ -19,11 +20,12 @@ from django.db.models import Q
 from django.utils import timezone
 
 from adsync.conf import conf
-from adsync.models import Connection, Push, offline_conversion_json
+from adsync.models import Connection, Push, offline_conversion_json, request_item_json
 
 # What the flush reads of a claimed row: the payload, the guards' inputs and the retry count.
 SEND_FIELDS = ("id", "connection_id", "goal_name", "msclkid", "hashed_email", "hashed_phone", "value", "currency",
-               "conversion_time", "click_time", "attempts", "claim_token", "next_attempt_at")
+               "conversion_time", "click_time", "attempts", "claim_token", "next_attempt_at", "kind",
+               "adjustment_time", "conversion_id")
 
 
 @dataclass(slots=True)
@@ -43,6 +45,9 @@ class ClaimedPush:
     attempts: int
     claim_token: uuid.UUID
     next_attempt_at: datetime
+    kind: str
+    adjustment_time: datetime | None
+    conversion_id: int
 
     @property
     def pk(self) -> int:
@@ -51,14 +56,19 @@ class ClaimedPush:
     def as_offline_conversion(self) -> dict:
         return offline_conversion_json(self)
 
+    def as_request_item(self) -> dict:
+        return request_item_json(self)
+
 
 def queue_position(batch: list[ClaimedPush]) -> tuple[datetime, int] | None:
     """Where a claimed batch ends in queue order (next_attempt_at, id): the next claim starts after it."""
     return max(((push.next_attempt_at, push.id) for push in batch), default=None)
 
 
-def claim_batch(connection: Connection, size: int, after: tuple[datetime, int] | None = None) -> list[ClaimedPush]:
-    """Reserve up to `size` due rows for this worker, oldest due first, returned in id order.
+def claim_batch(connection: Connection, size: int, after: tuple[datetime, int] | None = None,
+                adjustments: bool = False) -> list[ClaimedPush]:
+    """Reserve up to `size` due rows for this worker, oldest due first, returned in id order: conversions,
+    or with `adjustments` restate and retract rows.
 
     `after` (queue_position of this flush's previous batch) starts the search past the rows it
     already took: rows sent earlier in the same flush leave dead entries at the front of the
@@ -69,9 +79,10 @@ def claim_batch(connection: Connection, size: int, after: tuple[datetime, int] |
     token = uuid.uuid4()
     lease_end = now + timedelta(seconds=conf.claim_lease_seconds)
     if db_connection.vendor == "postgresql":
-        return _claim_postgresql(connection, size, now, token, lease_end, after)
+        return _claim_postgresql(connection, size, now, token, lease_end, after, adjustments)
     with transaction.atomic():  # SQLite: BEGIN IMMEDIATE serialises claimers
         due = Push.objects.due(now).filter(connection=connection).order_by("next_attempt_at", "id")
+        due = due.exclude(kind=Push.CONVERSION) if adjustments else due.filter(kind=Push.CONVERSION)
         if after:
             due = due.filter(Q(next_attempt_at__gt=after[0]) | Q(next_attempt_at=after[0], id__gt=after[1]))
         ids = list(due.values_list("id", flat=True)[:size])
@@ -89,7 +100,7 @@ _CLAIM_SQL = """
     WHERE id = ANY(ARRAY(
         SELECT id FROM adsync_push
         WHERE connection_id = %(connection)s AND status = 'queued' AND next_attempt_at <= %(now)s
-          AND (claimed_until IS NULL OR claimed_until < %(now)s)
+          AND (claimed_until IS NULL OR claimed_until < %(now)s) AND kind {kind} 'conversion'
           {after}
         ORDER BY next_attempt_at, id LIMIT %(size)s
         FOR UPDATE SKIP LOCKED))
@@ -97,13 +108,14 @@ _CLAIM_SQL = """
 """
 
 
-def _claim_postgresql(connection: Connection, size: int, now, token, lease_end, after) -> list[ClaimedPush]:
+def _claim_postgresql(connection: Connection, size: int, now, token, lease_end, after,
+                      adjustments: bool) -> list[ClaimedPush]:
     """One statement: lock due rows others have not locked, stamp them, return them.
 
     Only unindexed columns change, so PostgreSQL updates the rows in place (HOT, fillfactor 80).
     """
     columns = [Push._meta.get_field(name).column for name in SEND_FIELDS]
-    sql = _CLAIM_SQL.format(fields=", ".join(columns),
+    sql = _CLAIM_SQL.format(fields=", ".join(columns), kind="<>" if adjustments else "=",
                             after="AND (next_attempt_at, id) > (%(after_at)s, %(after_id)s)" if after else "")
     params = {"token": token, "lease_end": lease_end, "connection": connection.pk, "now": now, "size": size}
     if after:

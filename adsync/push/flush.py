@@ -1,4 +1,5 @@
-"""The flush: queued sync-log rows go to Microsoft Ads, ≤1,000 per ApplyOfflineConversions call.
+"""The flush: queued sync-log rows go to Microsoft Ads, ≤1,000 per ApplyOfflineConversions call, then
+the queued adjustments, ≤1,000 per ApplyOfflineConversionAdjustments call.
 
 Called every 2 minutes by the `adsync:flush` job (adsync/jobs.py, which stores the snippet's
 inbox first) and by `manage.py flush_conversions`. Guarantees:
@@ -13,6 +14,8 @@ inbox first) and by `manage.py flush_conversions`. Guarantees:
   re-sent with the identical ConversionTime, which Microsoft ignores as a duplicate.
 - Every outcome is written by adsync/push/transitions.py with filter(claim_token=...).update(...):
   a constant number of queries per batch, whatever the queue size.
+- Conversions and adjustments never share a call. Each lane sends its conversions first, so an
+  adjustment usually finds the conversion it adjusts already sent; one that does not waits (guards).
 """
 
 from __future__ import annotations
@@ -157,21 +160,22 @@ def _run_lanes(lanes: int, connection: Connection, access_token: str, batch_size
 
 def _send_lane(connection: Connection, access_token: str, batch_size: int, result: FlushResult,
            stop: threading.Event | None = None) -> None:
-    """One lane: claim, check, send and record batches until the queue is empty or something stops it."""
-    client = _client(connection, access_token)
+    """One lane: claim, check, send and record batches until the queue is empty or something stops it;
+    conversions first, then adjustments."""
+    client: CampaignClient | None = _client(connection, access_token)
     book = GoalBook(connection)
-    position = None
-    while not (stop and stop.is_set()):
-        if not throttle.acquire_request_slot(connection):
-            result.stopped = "client-side rate limit reached; the rest goes out on the next flush"
-            break
-        batch = claim_batch(connection, batch_size, after=position)
-        if not batch:
-            break
-        position = queue_position(batch)
-        client = _send_batch(connection, client, book, batch, result)
-        if client is None:
-            break
+    for adjustments in (False, True):
+        position = None
+        while client is not None and not (stop and stop.is_set()):
+            if not throttle.acquire_request_slot(connection):
+                result.stopped = "client-side rate limit reached; the rest goes out on the next flush"
+                client = None
+                break
+            batch = claim_batch(connection, batch_size, after=position, adjustments=adjustments)
+            if not batch:
+                break
+            position = queue_position(batch)
+            client = _send_batch(connection, client, book, batch, result)
     if stop and result.stopped:
         stop.set()
 
@@ -181,28 +185,34 @@ def _client(connection: Connection, access_token: str) -> CampaignClient:
                           account_id=connection.account_id)
 
 
-def _apply(connection: Connection, client: CampaignClient, items: list[dict]) -> tuple[ApplyResult, CampaignClient]:
-    """One call; on 105/109 refresh once and retry once (tokens.call_with_refresh)."""
+def _apply(connection: Connection, client: CampaignClient, items: list[dict],
+           adjustments: bool = False) -> tuple[ApplyResult, CampaignClient]:
+    """One call (ApplyOfflineConversions, or ApplyOfflineConversionAdjustments); on 105/109 refresh once and
+    retry once (tokens.call_with_refresh)."""
     current = client.headers["Authorization"].removeprefix("Bearer ")
 
     def call(access_token: str) -> tuple[ApplyResult, CampaignClient]:
         used = client if access_token == current else _client(connection, access_token)
-        return used.apply_offline_conversions(items), used
+        apply = used.apply_offline_conversion_adjustments if adjustments else used.apply_offline_conversions
+        return apply(items), used
 
     (result, client), _ = tokens.call_with_refresh(connection, current, call)
     return result, client
 
 
 def _preflight(batch: list[ClaimedPush], book: GoalBook, outcome: BatchOutcome) -> list[ClaimedPush]:
-    """Apply the pre-send checks: failures and holds are recorded, the rest is returned to send."""
+    """Apply the pre-send checks: failures, holds and cancellations are recorded, the rest is returned to send."""
     now = timezone.now()
+    originals = guards.Originals.load(batch)  # no query for a batch of conversions
     to_send = []
     for push in batch:
-        verdict = guards.preflight(push, book, now)
+        verdict = guards.preflight(push, book, now, originals)
         if verdict.action == guards.FAIL:
             outcome.fail(push, None, verdict.symbol, verdict.reason)
         elif verdict.action == guards.HOLD:
             outcome.hold(push, verdict.until, verdict.symbol, verdict.reason)
+        elif verdict.action == guards.CANCEL:
+            outcome.cancel(push, verdict.symbol, verdict.reason)
         else:
             to_send.append(push)
     return to_send
@@ -217,10 +227,10 @@ def _send_batch(connection: Connection, client: CampaignClient, book: GoalBook, 
     if not batch:
         result.count(outcome.write(""))
         return client
-    items = [push.as_offline_conversion() for push in batch]
+    items = [push.as_request_item() for push in batch]
     result.requests += 1
     try:
-        api, client = _apply(connection, client, items)
+        api, client = _apply(connection, client, items, adjustments=batch[0].kind != Push.CONVERSION)
     except MicrosoftAdsError as err:
         result.count(outcome.write(""))
         _handle_call_failure(connection, batch, token, err, result)

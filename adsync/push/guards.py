@@ -4,12 +4,14 @@ Reference: docs/microsoft-api.md#time-rules and #conversion-goals.
 A row failing a check becomes `error` with an `adsync:` symbol (distinguishable from
 Microsoft's codes) and is not sent; a row that is merely early (a click under an hour old,
 a goal first seen under 2 hours ago, a time a few minutes ahead) is held and sent later.
+Adjustments (docs/microsoft-api.md#adjustments) have checks of their own (`preflight_adjustment`):
+they wait for the conversion they adjust to be sent, and are cancelled if it never will be.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.utils import timezone
@@ -23,7 +25,9 @@ CLOCK_SKEW = timedelta(minutes=5)
 # What Microsoft accepts as a hashed email or phone: SHA-256 as 64 lower-case hex characters.
 HASHED_IDENTIFIER = re.compile(r"[0-9a-f]{64}")
 
-SEND, HOLD, FAIL = "send", "hold", "fail"
+SEND, HOLD, FAIL, CANCEL = "send", "hold", "fail", "cancel"
+# How long an adjustment waits when its conversion is still on its way (about one flush).
+ORIGINAL_WAIT = timedelta(minutes=2)
 
 
 @dataclass
@@ -41,14 +45,21 @@ class Verdict:
     def hold(cls, until: datetime, reason: str) -> Verdict:
         return cls(HOLD, ADSYNC_ERROR_PREFIX + "held", reason, until)
 
+    @classmethod
+    def cancel(cls, symbol: str, reason: str) -> Verdict:
+        return cls(CANCEL, ADSYNC_ERROR_PREFIX + symbol, reason)
+
 
 def click_hold() -> timedelta:
     return timedelta(minutes=conf.click_hold_minutes)
 
 
-def preflight(push: Push, book: GoalBook, now: datetime | None = None) -> Verdict:
-    """Decide whether `push` may be sent now, from the row alone (no extra query)."""
+def preflight(push: Push, book: GoalBook, now: datetime | None = None, originals: Originals | None = None) -> Verdict:
+    """Decide whether `push` may be sent now, from the row alone (no extra query; an adjustment reads its
+    conversion's row from `originals`, loaded once per batch, or here when none is given)."""
     now = now or timezone.now()
+    if push.kind != Push.CONVERSION:
+        return preflight_adjustment(push, book, originals or Originals.load([push]), now)
     check = book.check(push.goal_name)
     if not check.ok:
         symbol = "goal_not_found" if check.goal is None else "goal_unusable"
@@ -99,4 +110,70 @@ def _settling_verdict(book: GoalBook, goal) -> Verdict | None:
     ready = book.settles_at(goal)
     if ready:
         return Verdict.hold(ready, "The goal was first seen less than 2 hours ago (Microsoft's 5615 rule).")
+    return None
+
+
+# --- Adjustments ----------------------------------------------------------------------------------
+
+@dataclass
+class Originals:
+    """For a batch of adjustment rows: the state of each conversion row they adjust (by conversion and
+    connection), and when each conversion was retracted. One query per batch."""
+
+    status: dict[tuple[int, int], str] = field(default_factory=dict)
+    retracted_at: dict[int, datetime] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, pushes) -> Originals:
+        ids = {push.conversion_id for push in pushes if push.kind != Push.CONVERSION}
+        originals = cls()
+        if not ids:
+            return originals
+        rows = Push.objects.filter(conversion_id__in=ids, kind=Push.CONVERSION).values_list(
+            "conversion_id", "connection_id", "status", "conversion__retracted_at")
+        for conversion_id, connection_id, status, retracted_at in rows:
+            originals.status[(conversion_id, connection_id)] = status
+            if retracted_at:
+                originals.retracted_at[conversion_id] = retracted_at
+        return originals
+
+
+def preflight_adjustment(push: Push, book: GoalBook, originals: Originals, now: datetime) -> Verdict:
+    """An adjustment goes out after its conversion was accepted, inside Microsoft's window, with the
+    fields its type needs (docs/microsoft-api.md#adjustments)."""
+    original = originals.status.get((push.conversion_id, push.connection_id))
+    if original == Push.QUEUED:
+        return Verdict.hold(now + ORIGINAL_WAIT, "Waits for the conversion it adjusts to be sent first.")
+    if original != Push.SENT:
+        return Verdict.cancel("original_not_sent", f"The conversion it adjusts never reached Microsoft (that row is "
+                                                   f"{original or 'gone'}): there is nothing to adjust.")
+    restate = push.kind == Push.RESTATE
+    if restate and push.value is None:
+        return Verdict.fail("restate_without_value", "A Restate needs the new value.")
+    if not restate and push.value is not None:
+        return Verdict.fail("retract_with_value", "A Retract carries no value.")
+    retracted = originals.retracted_at.get(push.conversion_id)
+    if restate and retracted is not None and push.adjustment_time >= retracted:
+        return Verdict.fail("restate_after_retract", "The conversion was retracted before this time: a retracted "
+                                                     "conversion cannot be restated.")
+    check = book.check(push.goal_name)
+    if book.known and check.goal is None:
+        return Verdict.fail("goal_not_found", check.message())
+    return _identity_verdict(push) or _adjustment_time_verdict(push, now) or Verdict(SEND)
+
+
+def _adjustment_time_verdict(push: Push, now: datetime) -> Verdict | None:
+    moment = push.adjustment_time
+    if moment is None:
+        return Verdict.fail("no_adjustment_time", "The adjustment has no time.")
+    if moment > now + CLOCK_SKEW:
+        return Verdict.fail("future_adjustment_time",
+                            f"The adjustment time {moment:%Y-%m-%d %H:%M:%S} UTC is in the future.")
+    if moment > now:
+        return Verdict.hold(moment + timedelta(seconds=1), "The adjustment time is a few seconds ahead: held.")
+    if moment < push.conversion_time:
+        return Verdict.fail("adjustment_before_conversion", "The adjustment time is earlier than the conversion time.")
+    if push.conversion_time < now - MICROSOFT_WINDOW:
+        return Verdict.fail("older_than_90_days", "The conversion is more than 90 days old; Microsoft no longer "
+                                                  "accepts adjustments to it.")
     return None

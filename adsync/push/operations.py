@@ -38,7 +38,7 @@ def send_test_conversion(mapping: GoalMapping) -> Push:
         source=Conversion.SOURCE_ADMIN,
     )
     transitions.create_pushes(conversion, [mapping])
-    return conversion.pushes.get(connection=connection)
+    return conversion.pushes.get(connection=connection, kind=Push.CONVERSION)
 
 
 @dataclass
@@ -51,18 +51,21 @@ class DryRunRow:
 def validate(pushes) -> list[DryRunRow]:
     """Build and check payloads exactly as the flush would, without sending or changing anything."""
     books: dict[int, GoalBook] = {}
+    pushes = list(pushes.select_related("connection"))
+    originals = guards.Originals.load(pushes)
     rows = []
-    for push in pushes.select_related("connection"):
+    for push in pushes:
         book = books.get(push.connection_id) or books.setdefault(push.connection_id, GoalBook(push.connection))
-        rows.append(DryRunRow(push, guards.preflight(push, book), push.as_offline_conversion()))
+        rows.append(DryRunRow(push, guards.preflight(push, book, originals=originals), push.as_request_item()))
     return rows
 
 
 def summarize(rows: list[DryRunRow]) -> list[str]:
     """Human lines: how many would be sent, held or refused, and why."""
     counts = Counter(row.verdict.action for row in rows)
+    cancelled = f", {counts[guards.CANCEL]} cancelled" if counts[guards.CANCEL] else ""
     lines = [f"{counts[guards.SEND]} would be sent, {counts[guards.HOLD]} held, {counts[guards.FAIL]} refused "
-             f"by adsync's checks (nothing was sent)."]
+             f"by adsync's checks{cancelled} (nothing was sent)."]
     reasons = Counter(row.verdict.reason for row in rows if row.verdict.action != guards.SEND)
     lines += [f"{n} × {reason}" for reason, n in reasons.most_common(10)]
     return lines

@@ -6,8 +6,14 @@ A push (a sync-log row) moves through these states:
        │          │  ▲
        │          │  └── retry (transient failure, backoff) / hold (not yet sendable) / release
        │          └────► error (Microsoft refused it, adsync's pre-send check, or too many attempts)
-       └──► pending_identity ──► queued (a click learned later) / error (90-day window closed)
+       ├──► pending_identity ──► queued (a click learned later) / error (90-day window closed)
+       └──► skipped_no_consent (final: the visitor gave no ad storage consent)
                   error ──► queued (Replay, or a fixed Goal Name)
+    queued (unclaimed), pending_identity, error ──► cancelled (final: retracted before sending)
+    queued, pending_identity ──► cancelled (final: the person's data was erased)
+
+An adjustment of a sent conversion is a row of its own (kind restate or retract), created queued,
+and follows the same edges; it is cancelled when the conversion it adjusts never reached Microsoft.
 
 Each edge is one function here, written with filter(...).update(...) under the condition it
 checked, so a row's state only moves as this module allows and a constant number of queries
@@ -27,7 +33,7 @@ from django.utils import timezone
 
 from adsync.conf import conf
 from adsync.microsoft.errors import GOAL_NOT_FOUND_CODE
-from adsync.models import ADSYNC_ERROR_PREFIX, Connection, Conversion, GoalMapping, Push
+from adsync.models import ADSYNC_ERROR_PREFIX, Adjustment, Connection, Conversion, GoalMapping, Push
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,11 @@ WAIT_DELAYS = {5614: timedelta(minutes=5), 5615: timedelta(minutes=30)}
 IDENTITY_EXPIRED_REASON = (
     "No msclkid arrived before Microsoft's 90-day window closed: this conversion can no longer be "
     "attributed. Check auto-tagging and that the snippet is on every landing page.")
+NO_CONSENT_REASONS = {
+    Conversion.CONSENT_DENIED: "The visitor denied ad storage consent: adsync keeps this conversion but never sends it.",
+    Conversion.CONSENT_MISSING: "No consent signal came with this conversion and the site requires consent: adsync "
+                                "keeps it but never sends it. Check that the consent banner calls adsync.consent().",
+}
 _RESET_ERROR = {"error_code": None, "error_symbol": "", "error_message": ""}
 _UNCLAIM = {"claim_token": None, "claimed_until": None}
 
@@ -46,7 +57,10 @@ _UNCLAIM = {"claim_token": None, "claimed_until": None}
 # --- Created -------------------------------------------------------------------------------------
 
 def initial_status(conversion: Conversion, connection: Connection) -> str:
-    """queued when Microsoft can match the conversion (a click id, or hashes with enhanced conversions on)."""
+    """queued when Microsoft can match the conversion (a click id, or hashes with enhanced conversions on);
+    skipped_no_consent, whatever it carries, when the visitor gave no ad storage consent."""
+    if conversion.without_consent:
+        return Push.SKIPPED_NO_CONSENT
     if conversion.msclkid:
         return Push.QUEUED
     if connection.enhanced_conversions and (conversion.hashed_email or conversion.hashed_phone):
@@ -80,6 +94,9 @@ def create_pushes(conversion: Conversion, mappings: list[GoalMapping] | None = N
     ]
     for push in pushes:
         push.dedupe_key = push.compute_dedupe_key()
+        if push.status == Push.SKIPPED_NO_CONSENT:
+            push.error_symbol = ADSYNC_ERROR_PREFIX + "no_consent"
+            push.error_message = NO_CONSENT_REASONS[conversion.consent]
     return Push.objects.bulk_create(pushes, ignore_conflicts=True)
 
 
@@ -114,9 +131,12 @@ def expire_pending_identity(now: datetime | None = None) -> int:
 # --- error → queued -----------------------------------------------------------------------------------
 
 def replay(pushes: QuerySet[Push]) -> int:
-    """Re-queue `error` rows still inside Microsoft's 90-day window; returns how many."""
+    """Re-queue `error` rows still inside Microsoft's 90-day window; returns how many.
+
+    A retracted conversion's rows stay as they are: the site called the conversion off."""
     now = timezone.now()
-    return pushes.filter(status=Push.ERROR, conversion_time__gte=now - MICROSOFT_WINDOW).update(
+    return pushes.filter(status=Push.ERROR, conversion_time__gte=now - MICROSOFT_WINDOW).exclude(
+        kind=Push.CONVERSION, conversion__retracted_at__isnull=False).update(
         status=Push.QUEUED, attempts=0, next_attempt_at=now, updated_at=now, **_UNCLAIM, **_RESET_ERROR)
 
 
@@ -127,9 +147,12 @@ def rename_goal(mapping: GoalMapping) -> int:
     still inside Microsoft's window; nothing else is re-sent. Returns how many rows were re-queued.
     """
     now = timezone.now()
-    rows = Push.objects.filter(connection=mapping.connection, conversion__event_name=mapping.event_name)
+    # Adjustments keep the name their conversion was sent under: Microsoft finds the original by it.
+    rows = Push.objects.filter(connection=mapping.connection, conversion__event_name=mapping.event_name,
+                               kind=Push.CONVERSION)
     rows.filter(status=Push.QUEUED).update(goal_name=mapping.goal_name, updated_at=now)
-    failed = rows.filter(status=Push.ERROR, conversion_time__gte=now - MICROSOFT_WINDOW).filter(
+    failed = rows.filter(status=Push.ERROR, conversion_time__gte=now - MICROSOFT_WINDOW,
+                         conversion__retracted_at__isnull=True).filter(
         Q(error_code=GOAL_NOT_FOUND_CODE) | Q(error_symbol=ADSYNC_ERROR_PREFIX + "goal_not_found"))
     pushes = list(failed.only("id", "connection_id", "msclkid", "hashed_email", "hashed_phone", "conversion_time"))
     for push in pushes:
@@ -157,6 +180,79 @@ def _without_taken_keys(pushes: list[Push]) -> list[Push]:
             taken.add(push.dedupe_key)
         kept.append(push)
     return kept
+
+
+# --- Adjustments and erasure: unsent rows change or are called off; sent ones get adjustment rows ------
+
+UNSENT = (Push.QUEUED, Push.PENDING_IDENTITY, Push.ERROR)
+RETRACTED_REASON = "Retracted (refund or cancellation) before it was sent: never sent to Microsoft."
+ERASED_REASON = "The person's data was erased on request before this was sent: never sent to Microsoft."
+
+
+def _not_claimed(now: datetime) -> Q:
+    """Rows no flush holds right now: one that does may be on its way to Microsoft."""
+    return Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+
+
+def restate_unsent(conversion: Conversion, value, currency: str) -> int:
+    """A new value for the conversion's rows not sent yet (in flight included: if the call fails they are
+    resent with it; if it succeeds, the Restate row corrects Microsoft). Sent rows keep what was sent."""
+    return Push.objects.filter(conversion=conversion, kind=Push.CONVERSION).exclude(status=Push.SENT).update(
+        value=value, currency=currency, updated_at=timezone.now())
+
+
+def cancel_unsent(pushes: QuerySet[Push], symbol: str, reason: str) -> int:
+    """Call off rows that have not reached Microsoft and that no flush holds: final, with the reason.
+
+    A row a flush has claimed is left alone: its request may be on the wire, and the flush records
+    what Microsoft answered (the caller then adjusts it at Microsoft).
+    """
+    now = timezone.now()
+    return pushes.filter(_not_claimed(now), status__in=UNSENT).update(
+        status=Push.CANCELLED, error_code=None, error_symbol=ADSYNC_ERROR_PREFIX + symbol, error_message=reason,
+        updated_at=now, **_UNCLAIM)
+
+
+def cancel_for_erasure(pushes: QuerySet[Push]) -> int:
+    """An erased person's rows that could still go out (queued, pending_identity) are cancelled for good.
+
+    A row a flush holds keeps its claim: if that request reaches Microsoft the flush records `sent`
+    (the truth); if it fails, the row stays cancelled and is never retried.
+    """
+    return pushes.filter(status__in=(Push.QUEUED, Push.PENDING_IDENTITY)).update(
+        status=Push.CANCELLED, error_code=None, error_symbol=ADSYNC_ERROR_PREFIX + "erased",
+        error_message=ERASED_REASON, updated_at=timezone.now())
+
+
+def retract_unsent(conversion: Conversion) -> int:
+    """A retract before sending: the conversion's unsent rows are cancelled, and nothing goes to Microsoft."""
+    rows = Push.objects.filter(conversion=conversion, kind=Push.CONVERSION)
+    return cancel_unsent(rows, "retracted", RETRACTED_REASON)
+
+
+def possibly_at_microsoft(conversion: Conversion) -> list[Push]:
+    """The conversion's rows Microsoft has (sent) or may be receiving right now (claimed by a flush)."""
+    now = timezone.now()
+    return list(Push.objects.filter(conversion=conversion, kind=Push.CONVERSION).filter(
+        Q(status=Push.SENT) | Q(status=Push.QUEUED, claimed_until__gte=now)))
+
+
+def create_adjustment_pushes(adjustment: Adjustment, originals: list[Push]) -> int:
+    """One queued row per original the adjustment must reach, naming it exactly as it was sent.
+
+    A repeat of the same adjustment finds its rows already there (push_adjustment_once)."""
+    now = timezone.now()
+    restate = adjustment.kind == Adjustment.RESTATE
+    rows = [
+        Push(conversion_id=original.conversion_id, connection_id=original.connection_id, kind=adjustment.kind,
+             adjustment=adjustment, adjustment_time=adjustment.adjusted_at, goal_name=original.goal_name,
+             msclkid=original.msclkid, hashed_email=original.hashed_email, hashed_phone=original.hashed_phone,
+             conversion_time=original.conversion_time, click_time=original.click_time,
+             value=adjustment.value if restate else None, currency=adjustment.currency if restate else "",
+             status=Push.QUEUED, next_attempt_at=now, created_at=now, updated_at=now)
+        for original in originals
+    ]
+    return len(Push.objects.bulk_create(rows, ignore_conflicts=True))
 
 
 # --- queued: waiting for the connection ------------------------------------------------------------
@@ -203,6 +299,7 @@ class BatchOutcome:
         self.retried: dict[tuple, list[int]] = defaultdict(list)
         self.released: dict = defaultdict(list)
         self.held: dict[tuple, list[int]] = defaultdict(list)
+        self.cancelled: dict[tuple, list[int]] = defaultdict(list)
 
     def send(self, push) -> None:
         """Microsoft accepted it."""
@@ -223,6 +320,10 @@ class BatchOutcome:
     def hold(self, push, until, symbol: str, reason: str) -> None:
         """Not sent yet and not an attempt: stays queued until `until`, with the reason visible."""
         self.held[(until, symbol, reason)].append(push.pk)
+
+    def cancel(self, push, symbol: str, reason: str) -> None:
+        """Final and not sent, not an error: nothing left to do (an adjustment whose conversion never reached Microsoft)."""
+        self.cancelled[(symbol, reason)].append(push.pk)
 
     def release(self, pushes, next_attempt_at) -> None:
         """Not sent, through no fault of the rows (throttled, connection problem): queued, no attempt counted."""
@@ -248,6 +349,9 @@ class BatchOutcome:
                 error_code=code, error_symbol=symbol, error_message=message, **unclaim)
         for (until, symbol, reason), ids in self.held.items():
             self._rows(ids).update(next_attempt_at=until, error_code=None, error_symbol=symbol, error_message=reason,
+                                   **unclaim)
+        for (symbol, reason), ids in self.cancelled.items():
+            self._rows(ids).update(status=Push.CANCELLED, error_code=None, error_symbol=symbol, error_message=reason,
                                    **unclaim)
         for next_attempt_at, ids in self.released.items():
             counts.requeued += self._rows(ids).update(next_attempt_at=next_attempt_at, **unclaim)

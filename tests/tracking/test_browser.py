@@ -285,12 +285,12 @@ def test_the_tag_loads_asynchronously_and_never_holds_up_the_page(tab, shop_serv
     assert no_errors(tab)
 
 
-def test_the_snippet_is_under_5_kb_as_served(tab, shop_server, shop):
+def test_the_snippet_is_under_8_kb_as_served(tab, shop_server, shop):
     with tab.page.expect_response(lambda r: r.url.endswith("/t/v1/adsync.js")) as served:
         tab.page.goto(shop_server.url(SHOP_KEY, "/"))
 
     size = len(served.value.body())
-    assert size == len(views.snippet_source()) and size < 5 * 1024  # unminified, so minified is smaller still
+    assert size == len(views.snippet_source()) and size < 8 * 1024  # unminified, so minified is smaller still
 
 
 def test_with_the_ingest_endpoint_down_track_conversion_resolves_to_null_and_the_page_carries_on(tab, shop_server,

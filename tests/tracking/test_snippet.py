@@ -58,7 +58,7 @@ def test_the_snippet_file_is_read_once(client):
 def test_the_snippet_is_small_ascii_and_never_logs_errors():
     source = SNIPPET.read_bytes()
 
-    assert len(source) < 5 * 1024  # unminified, so minified is smaller still
+    assert len(source) < 8 * 1024  # unminified, so minified is smaller still
     assert source.isascii()
     text = source.decode()
     assert "console.error" not in text and "console.log" not in text and "console.warn" not in text

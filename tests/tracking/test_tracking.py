@@ -790,8 +790,8 @@ def test_a_conversion_can_be_read_back_with_its_pushes(client, shop, secret, goa
     body = response.json()
     assert (body["orderId"], body["event"], body["value"], body["msclkid"]) == ("A/1", "purchase", 5.0, MSCLKID)
     assert body["pushes"] == [{
-        "connection": goal.pk, "goalName": "Purchase", "status": "error", "attempts": 1, "sentAt": None,
-        "errorCode": 5604, "errorSymbol": "OfflineConversionMicrosoftClickIdInvalid",
+        "connection": goal.pk, "goalName": "Purchase", "status": "error", "kind": "conversion", "attempts": 1,
+        "sentAt": None, "errorCode": 5604, "errorSymbol": "OfflineConversionMicrosoftClickIdInvalid",
         "errorMessage": "The click ID is invalid.",
     }]
 

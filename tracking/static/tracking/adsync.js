@@ -1,6 +1,7 @@
 /* adsync snippet v1: keeps the Microsoft Ads click id (msclkid) in a first-party cookie and
    reports conversions. <script async src="https://ADSYNC/t/v1/adsync.js" data-site="KEY"></script>
-   Never throws into the page: every failure ends in console.debug and a null result. */
+   With data-consent="required" it stores nothing until adsync.consent({adStorage: 'granted'}) or
+   UET's queued consent allows it. Never throws into the page: failures end in console.debug. */
 (function (w, d) {
   'use strict';
   var a = w.adsync = w.adsync || {};
@@ -9,7 +10,8 @@
 
   var ID = /^[A-Za-z0-9_-]{1,100}$/;
   var VID = /^[A-Za-z0-9_-]{1,64}$/;
-  var site = '', endpoint = '', vid = '', clk = '';
+  var site = '', endpoint = '', vid = '', clk = '', landed = '', required = false;
+  var told = { s: '', u: '' };  // adStorage, adUserData as the page said: 'granted', 'denied' or ''
 
   function debug(e) {
     try { console.debug('adsync:', (e && e.message) || e); } catch (_) {}
@@ -22,9 +24,9 @@
     } catch (e) { return ''; }
   }
 
-  function setCookie(name, value) {
+  function setCookie(name, value, days) {
     try {
-      d.cookie = name + '=' + encodeURIComponent(value) + '; max-age=' + 90 * 86400 +
+      d.cookie = name + '=' + encodeURIComponent(value) + '; max-age=' + days * 86400 +
         '; path=/; SameSite=Lax' + (location.protocol === 'https:' ? '; Secure' : '');
     } catch (e) { debug(e); }
   }
@@ -57,6 +59,19 @@
     return ID.test(u) ? u : null;
   }
 
+  // Ad storage consent: the page's adsync.consent(), else the last ad_storage in UET's queue (readable
+  // only while window.uetq is still a plain array, before UET's bat.js loads), else '' (not told).
+  function storage() {
+    var q = w.uetq, v = '';
+    for (var i = 0; Array.isArray(q) && i + 2 < q.length; i++) {
+      if (q[i] === 'consent' && q[i + 2] && /^(default|update)$/.test(q[i + 1])) v = q[i + 2].ad_storage || v;
+    }
+    return told.s || (/^(granted|denied)$/.test(v) ? v : '');
+  }
+
+  // Not told: allowed unless the tag says consent is required.
+  function allows(v) { return v ? v === 'granted' : !required; }
+
   function send(body) {
     try {
       if (!site || !endpoint || typeof fetch !== 'function') {
@@ -64,7 +79,7 @@
         return Promise.resolve(null);
       }
       body.site = site;
-      body.visitorId = vid;
+      if (vid) body.visitorId = vid;
       // text/plain keeps this a CORS "simple request": no preflight round trip.
       return fetch(endpoint, {
         method: 'POST', body: JSON.stringify(body), keepalive: true, credentials: 'omit',
@@ -81,14 +96,34 @@
     return typeof v === 'string' && v.trim() !== '' && isFinite(v) ? Number(v) : v;
   }
 
+  // Once ad storage is allowed: the visitor id, and the landing's click kept and reported.
+  function start() {
+    var s = storage();
+    if (vid || !allows(s)) return s;
+    vid = getCookie('adsync_vid');
+    if (!VID.test(vid)) vid = randomId();
+    setCookie('adsync_vid', vid, 90);
+    clk = getCookie('adsync_msclkid');
+    if (landed && landed !== clk) {
+      clk = landed;
+      setCookie('adsync_msclkid', landed, 90);
+      send({ type: 'click', msclkid: landed, url: location.href.slice(0, 2000), consent: s ? { adStorage: s } : undefined });
+    }
+    return s;
+  }
+
   // adsync.trackConversion('purchase', {orderId, value, currency}, {email, phone}) -> Promise<JSON|null>
+  // Without ad storage consent: no click or visitor id; without ad user data consent: no email or phone.
   function trackConversion(event, data, who) {
     try {
       data = data || {};
       who = who || {};
+      var s = start(), ok = allows(s), share = ok && allows(told.u || s);
       return send({
         type: 'conversion', event: event, orderId: data.orderId, value: num(data.value),
-        currency: data.currency, msclkid: clickId(), email: who.email, phone: who.phone
+        currency: data.currency, msclkid: ok ? clickId() : null, email: share ? who.email : null,
+        phone: share ? who.phone : null,
+        consent: s || told.u ? { adStorage: s || undefined, adUserData: told.u || undefined } : undefined
       });
     } catch (e) {
       debug(e);
@@ -96,30 +131,40 @@
     }
   }
 
+  // adsync.consent({adStorage: 'granted'|'denied', adUserData: ...}): granted sets the cookies and keeps
+  // the landing's click; denied deletes adsync's cookies and stores nothing more.
+  function consent(c) {
+    try {
+      c = c || {};
+      ['adStorage', 'adUserData'].forEach(function (k) {
+        if (c[k] && !/^(granted|denied)$/.test(c[k])) throw new Error(k + ': use granted or denied');
+      });
+      told = { s: c.adStorage || told.s, u: c.adUserData || told.u };
+      if (allows(start())) return;
+      setCookie('adsync_vid', '', 0);
+      setCookie('adsync_msclkid', '', 0);
+      vid = clk = '';
+    } catch (e) { debug(e); }
+  }
+
   try {
     var me = d.currentScript || d.querySelector('script[data-site][src*="/t/v1/adsync.js"]');
     if (me) {
       site = me.getAttribute('data-site') || '';
       endpoint = me.src.replace(/\/t\/v1\/adsync\.js.*$/, '/t/v1/collect');
+      required = me.getAttribute('data-consent') === 'required';
     }
-    vid = getCookie('adsync_vid');
-    if (!VID.test(vid)) vid = randomId();
-    setCookie('adsync_vid', vid);
-
-    var landed = urlClickId();
-    clk = getCookie('adsync_msclkid');
-    if (landed && landed !== clk) {
-      clk = landed;
-      setCookie('adsync_msclkid', landed);
-      send({ type: 'click', msclkid: landed, url: location.href.slice(0, 2000) });
-    }
+    landed = urlClickId();  // in memory only, until ad storage is allowed
   } catch (e) { debug(e); }
 
-  // Replay calls queued before this script loaded; later pushes to adsync.q run at once.
+  // Replay calls queued before this script loaded, in order ({consent: {...}} items are consent calls);
+  // later pushes to adsync.q run at once.
   var queued = a.q;
   a.trackConversion = trackConversion;
-  a.q = { push: function (args) { trackConversion.apply(null, args || []); } };
+  a.consent = consent;
+  a.q = { push: function (args) { if (args && args.consent) consent(args.consent); else trackConversion.apply(null, args || []); } };
   try {
     for (var k = 0; queued && k < queued.length; k++) a.q.push(queued[k]);
+    start();
   } catch (e) { debug(e); }
 })(window, document);
