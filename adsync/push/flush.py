@@ -200,7 +200,7 @@ def _preflight(batch: list[ClaimedPush], book: GoalBook, outcome: BatchOutcome) 
     for push in batch:
         verdict = guards.preflight(push, book, now)
         if verdict.action == guards.FAIL:
-            outcome.fail(push, None, verdict.symbol, verdict.reason)
+            outcome.refuse(push, verdict.symbol, verdict.reason)
         elif verdict.action == guards.HOLD:
             outcome.hold(push, verdict.until, verdict.symbol, verdict.reason)
         else:
@@ -246,8 +246,7 @@ def _handle_call_failure(connection: Connection, batch: list[ClaimedPush], token
     result.stopped = err.describe()
     health.record_failure(connection, Connection.UPLOAD, err)
     if err.kind == Kind.THROTTLED:
-        wait = max(60.0, err.retry_after or 0.0)
-        until = now + timedelta(seconds=wait)
+        until = now + throttle.throttle_wait(err.retry_after)
         throttle.pause(connection, until)
         outcome.release(batch, next_attempt_at=until)
     elif err.kind in (Kind.RECONNECT, Kind.NO_ACCESS, Kind.ACCOUNT):

@@ -200,6 +200,7 @@ class BatchOutcome:
         self.now = timezone.now()
         self.sent: list[int] = []
         self.failed: dict[tuple, list[int]] = defaultdict(list)
+        self.refused: dict[tuple, list[int]] = defaultdict(list)
         self.retried: dict[tuple, list[int]] = defaultdict(list)
         self.released: dict = defaultdict(list)
         self.held: dict[tuple, list[int]] = defaultdict(list)
@@ -209,8 +210,12 @@ class BatchOutcome:
         self.sent.append(push.pk)
 
     def fail(self, push, code, symbol, message) -> None:
-        """Final: Microsoft refused it for good, or adsync's check did."""
+        """Final: Microsoft refused it for good (it was sent: an attempt, with the request's TrackingId)."""
         self.failed[(code, symbol or "", message or "")].append(push.pk)
+
+    def refuse(self, push, symbol: str, reason: str) -> None:
+        """Final: adsync's pre-send check refused it. Never sent, so no attempt and no TrackingId."""
+        self.refused[(symbol, reason)].append(push.pk)
 
     def retry(self, push, code, symbol, message) -> None:
         """A transient failure: retried after a backoff, until ADSYNC_MAX_ATTEMPTS, then final."""
@@ -242,6 +247,10 @@ class BatchOutcome:
             counts.errors += self._rows(ids).update(
                 status=Push.ERROR, **attempt, error_code=code, error_symbol=symbol, error_message=message, **unclaim)
             counts.error_messages.append(message)
+        for (symbol, reason), ids in self.refused.items():
+            counts.errors += self._rows(ids).update(
+                status=Push.ERROR, error_code=None, error_symbol=symbol, error_message=reason, **unclaim)
+            counts.error_messages.append(reason)
         for (attempts, code, symbol, message), ids in self.retried.items():
             counts.requeued += self._rows(ids).update(
                 **attempt, next_attempt_at=self.now + retry_delay(code, attempts),

@@ -80,6 +80,21 @@ def test_a_row_for_an_unknown_goal_is_held_back_by_adsync_and_not_sent(mocked, g
     assert apply_calls(mocked) == []
 
 
+def test_a_row_stopped_before_sending_carries_no_attempt_and_not_the_batchs_tracking_id(mocked, goal_cache, site,
+                                                                                        make_conversion):
+    good = make_conversion(site)
+    stopped = make_conversion(site, occurred_at=timezone.now() - timedelta(days=91))
+    mocked.post(APPLY_URL, json={"PartialErrors": []}, headers={"TrackingId": "batch-tracking-id"})
+
+    flush_connection(goal_cache)
+
+    sent, refused = Push.objects.get(conversion=good), Push.objects.get(conversion=stopped)
+    assert (sent.status, sent.attempts, sent.tracking_id) == (Push.SENT, 1, "batch-tracking-id")
+    assert (refused.status, refused.attempts, refused.tracking_id) == (Push.ERROR, 0, "")
+    assert refused.error_symbol == "adsync:older_than_90_days" and refused.error_code is None
+    assert [len(body["OfflineConversions"]) for body in apply_calls(mocked)] == [1]
+
+
 def test_fixing_the_goal_name_requeues_goal_not_found_rows_inside_the_window_only(admin_client, site, connection,
                                                                                  make_conversion):
     recent, old, other = make_conversion(site), make_conversion(site), make_conversion(site)
