@@ -192,9 +192,13 @@ def _failure_state(connection: Connection, newest_sent_at, now: datetime) -> Car
                          f"The last goal list refresh failed{coded}, so the Goal Names are checked against an old "
                          f"list.", message, hint, REFRESH_GOALS)
     if operation == Connection.INSIGHTS:
-        return CardState("insights_failing", "Insights sync failing (adsync retries)", AMBER,
-                         f"The last insights sync failed{coded}; adsync retries within minutes and keeps the previous "
-                         f"numbers.", message, hint, RESYNC)
+        if kind in (Kind.TRANSIENT, Kind.THROTTLED):
+            return CardState("insights_failing", "Insights sync failing (adsync retries)", AMBER,
+                             f"The last insights sync failed{coded}; adsync retries within minutes and keeps the "
+                             f"previous numbers.", message, hint, RESYNC)
+        return CardState("insights_failing", "Insights sync failing", AMBER,
+                         f"The last insights sync failed{coded}; the previous numbers are kept.", message, hint,
+                         RESYNC)
     return _upload_state(connection, kind, coded, message, hint, now)
 
 
