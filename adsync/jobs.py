@@ -68,7 +68,10 @@ def _run_later(name: str, path: str, args: tuple, kwargs: dict, delay: timedelta
 
 def flush(connection_ids: list[int] | None = None) -> str:
     """Every 2 minutes (and queued by admin actions): store the snippet's inbox, then send queued rows."""
-    return "; ".join(r.line() for r in run_flush(connection_ids)) or "no active connection"
+    lines = [r.line() for r in run_flush(connection_ids)]
+    for line in lines:
+        log.info("flush %s", line)
+    return "; ".join(lines) or "no active connection"
 
 
 def run_flush(connection_ids: list[int] | None = None) -> list[flushing.FlushResult]:

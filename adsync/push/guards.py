@@ -24,6 +24,7 @@ CLOCK_SKEW = timedelta(minutes=5)
 HASHED_IDENTIFIER = re.compile(r"[0-9a-f]{64}")
 
 SEND, HOLD, FAIL = "send", "hold", "fail"
+HELD_SYMBOL = ADSYNC_ERROR_PREFIX + "held"
 
 
 @dataclass
@@ -39,7 +40,7 @@ class Verdict:
 
     @classmethod
     def hold(cls, until: datetime, reason: str) -> Verdict:
-        return cls(HOLD, ADSYNC_ERROR_PREFIX + "held", reason, until)
+        return cls(HOLD, HELD_SYMBOL, reason, until)
 
 
 def click_hold() -> timedelta:
