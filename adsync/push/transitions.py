@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from adsync.conf import conf
 from adsync.microsoft.errors import GOAL_NOT_FOUND_CODE
-from adsync.models import ADSYNC_ERROR_PREFIX, Connection, Conversion, GoalMapping, Push
+from adsync.models import ADSYNC_ERROR_PREFIX, AccountGoal, Connection, Conversion, GoalMapping, Push
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +45,27 @@ _UNCLAIM = {"claim_token": None, "claimed_until": None}
 
 # --- Created -------------------------------------------------------------------------------------
 
-def initial_status(conversion: Conversion, connection: Connection) -> str:
-    """queued when Microsoft can match the conversion (a click id, or hashes with enhanced conversions on)."""
+def initial_status(conversion: Conversion, connection: Connection, goal_enhanced: bool | None = None) -> str:
+    """queued when Microsoft can match the conversion: a click id, or hashes with enhanced conversions on,
+    both on the connection (staff's opt-in) and, when the goal list is known, for the goal itself in
+    Microsoft Ads (`goal_enhanced`; None: the goal list was never fetched, the connection's switch decides)."""
     if conversion.msclkid:
         return Push.QUEUED
-    if connection.enhanced_conversions and (conversion.hashed_email or conversion.hashed_phone):
+    if connection.enhanced_conversions and goal_enhanced is not False and conversion.has_hashed_pii:
         return Push.QUEUED
     return Push.PENDING_IDENTITY
+
+
+def _goal_enhanced(conversion: Conversion, mappings: list[GoalMapping]) -> dict[int, bool | None]:
+    """mapping id → its goal's enhanced-conversions flag from the cached goal list (None when not fetched).
+    One query, and only for conversions matched by hashes alone."""
+    if conversion.msclkid or not conversion.has_hashed_pii:
+        return {}
+    known = [m for m in mappings if m.connection.enhanced_conversions and m.connection.goals_refreshed_at]
+    flags = {(pk, name): enhanced for pk, name, enhanced in AccountGoal.objects.filter(
+        connection_id__in={m.connection_id for m in known}, name__in={m.goal_name for m in known},
+        missing_since__isnull=True).values_list("connection_id", "name", "enhanced_conversions")} if known else {}
+    return {m.pk: flags.get((m.connection_id, m.goal_name), False) if m in known else None for m in mappings}
 
 
 def create_pushes(conversion: Conversion, mappings: list[GoalMapping] | None = None) -> list[Push]:
@@ -66,14 +80,18 @@ def create_pushes(conversion: Conversion, mappings: list[GoalMapping] | None = N
         # connection would decrypt its OAuth tokens for nothing.
         mappings = GoalMapping.objects.filter(
             connection__site_id=conversion.site_id, event_name=conversion.event_name
-        ).select_related("connection").only("goal_name", "connection", "connection__enhanced_conversions")
+        ).select_related("connection").only("goal_name", "connection", "connection__enhanced_conversions",
+                                            "connection__goals_refreshed_at")
+    mappings = list(mappings)
+    enhanced = _goal_enhanced(conversion, mappings)
     now = timezone.now()
     pushes = [
         Push(
             conversion=conversion, connection=mapping.connection, goal_name=mapping.goal_name,
             msclkid=conversion.msclkid, hashed_email=conversion.hashed_email, hashed_phone=conversion.hashed_phone,
             value=conversion.value, currency=conversion.currency, conversion_time=conversion.occurred_at,
-            click_time=conversion.click_time, status=initial_status(conversion, mapping.connection),
+            click_time=conversion.click_time,
+            status=initial_status(conversion, mapping.connection, enhanced.get(mapping.pk)),
             next_attempt_at=now, created_at=now, updated_at=now,
         )
         for mapping in mappings
