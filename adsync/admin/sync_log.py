@@ -139,9 +139,10 @@ class PushAdmin(OperatorActionsMixin, admin.ModelAdmin):
 
     # --- The list --------------------------------------------------------------------------------
 
-    @admin.display(description="Created (UTC)", ordering="created_at")
+    @admin.display(description="Created", ordering="created_at")
     def when(self, push: Push) -> str:
-        return f"{push.created_at:%b %d %H:%M}"
+        return format_html('<span title="{} UTC">{}</span>', f"{push.created_at:%Y-%m-%d %H:%M:%S}",
+                           f"{push.created_at:%m-%d %H:%M}")
 
     @admin.display(description="Goal Name", ordering="goal_name")
     def goal(self, push: Push) -> str:
@@ -161,7 +162,7 @@ class PushAdmin(OperatorActionsMixin, admin.ModelAdmin):
     def order_id(self, push: Push) -> str:
         return _cut(push.conversion.order_id or "")
 
-    @admin.display(description="Connection")
+    @admin.display(description="Site")
     def connection_short(self, push: Push) -> str:
         conn = push.connection
         return _cut(conn.site.name, title=str(conn))
@@ -170,13 +171,17 @@ class PushAdmin(OperatorActionsMixin, admin.ModelAdmin):
     def error_summary(self, push: Push) -> str:
         if not push.error_message:
             return ""
+        text = push.error_message
         if push.is_adsync_error:
             who = "adsync held" if push.status == Push.QUEUED else "adsync"
+            title = f"{who} ({push.error_symbol}): {text}"
         else:
-            who = " ".join(str(p) for p in (push.error_code, push.error_symbol) if p not in (None, "")) or "Microsoft"
-        text = push.error_message
+            # The code in bold and Microsoft's words at once; the ErrorCode symbol (long) in the tooltip.
+            who = str(push.error_code) if push.error_code is not None else "Microsoft"
+            symbol = " ".join(str(p) for p in (push.error_code, push.error_symbol) if p not in (None, ""))
+            title = f"{symbol}: {text}" if symbol else text
         shown = text if len(text) <= ERROR_PREVIEW else text[:ERROR_PREVIEW - 1] + "…"
-        return format_html('<span title="{}"><strong>{}</strong> {}</span>', f"{who}: {text}", who, shown)
+        return format_html('<span title="{}"><strong>{}</strong> {}</span>', title, who, shown)
 
     # --- Actions -----------------------------------------------------------------------------------
 

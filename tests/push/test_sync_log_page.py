@@ -57,6 +57,7 @@ def test_the_sync_log_shows_a_coloured_status_money_and_the_error_with_who_wrote
     assert "49.90 USD" in page and "49.900" not in page
     assert "background:#cf222e" in page and "background:#1a7f37" in page  # error and sent badges
     assert f'title="5604 OfflineConversionMicrosoftClickIdInvalid: {INVALID_CLICK}"' in page
+    assert "<strong>5604</strong> The Microsoft Click Id" in page
     assert "<strong>adsync</strong> The conversion is more than 90 days old" in page
     assert "What adsync sent to Microsoft Ads" in page and "Campaign insights" in page
 
