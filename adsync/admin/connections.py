@@ -117,7 +117,7 @@ class GoalMappingInline(admin.TabularInline):
             return "Goal list not fetched yet (action: Refresh goal list)."
         check = book.check(mapping.goal_name)
         if check.ok:
-            return format_html('<span style="color:#1a7f37">✔ exists and is active</span>')
+            return format_html('<span style="color:{}">✔ exists and is active</span>', health.GREEN)
         return format_html('<strong style="color:#b42318">⚠ {}</strong>', check.message())
 
 

@@ -27,7 +27,7 @@ from adsync.connections import health  # noqa: E402
 from adsync.models import AccountGoal, Connection, Push  # noqa: E402
 from adsync.push.flush import flush_connection  # noqa: E402
 from tests.conftest import APPLY_URL  # noqa: E402
-from tests.tracking.test_browser import CHROMIUM_ARGS  # noqa: E402
+from tests.tracking.test_browser import browser, database_calls_beside_playwright  # noqa: E402, F401 (shared fixtures)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -39,29 +39,8 @@ LONG_MESSAGE = ("The Microsoft Click Id of the offline conversion is invalid. It
                 "another account or have been changed by a redirect; check the landing page's tracking template.")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def database_calls_beside_playwright():
-    """Playwright's sync API keeps an event loop on this thread, which Django takes for an async context."""
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    yield
-    if previous is None:
-        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    else:
-        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
-
-
-@pytest.fixture(scope="module")
-def browser(database_calls_beside_playwright):
-    playwright = sync_api.sync_playwright().start()
-    chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-    yield chromium
-    chromium.close()
-    playwright.stop()
-
-
 @pytest.fixture
-def page(browser, live_server, django_user_model):
+def page(browser, live_server, django_user_model):  # noqa: F811 (the imported fixture)
     """A staff member signed in, in a 1280 × 800 window."""
     django_user_model.objects.create_superuser("ops", "ops@example.com", "a long staff password 42")
     client = Client()

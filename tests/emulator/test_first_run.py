@@ -40,11 +40,6 @@ def printed_password(output: str) -> str:
     return line.split("password:")[1].split()[0]
 
 
-@pytest.fixture
-def emulator_mode(settings):
-    settings.MICROSOFT_ADS_ENVIRONMENT = "emulator"
-
-
 def test_seeding_again_after_staff_added_a_second_connection_changes_nothing(emulator_mode):
     seed()
     site = Site.objects.get(key=DEMO_SITE_KEY)
