@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """adsync's two commands, needing nothing but Python 3.11:
 
-    python3 dev.py run    # web server + django-q2 worker, SQLite, emulator, demo data
+    python3 dev.py run    # web server + django-q2 worker, SQLite, emulator, demo data [--reset-admin]
     python3 dev.py test   # the whole test suite (DATABASE_URL selects PostgreSQL)
     python3 dev.py lint   # ruff and the import contracts (pyproject.toml), as CI runs them
 
@@ -16,6 +16,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 import venv
 from pathlib import Path
 
@@ -52,24 +55,54 @@ def ensure_browser() -> None:
         print("chromium not found: browser tests will be skipped (apt-get install chromium)", flush=True)
 
 
-def run() -> None:
+def run(extra: list[str]) -> None:
+    """Migrate, seed (idempotent), then the web server and, once it answers, the worker.
+
+    The web server hosts the emulator the worker calls, so the worker starts only after the server
+    answers: its first insights sync and goal refresh then reach Microsoft's stand-in, and the first
+    start shows a healthy card. `--reset-admin` gives the demo admin a new password (printed once).
+    """
+    unknown = [arg for arg in extra if arg != "--reset-admin"]
+    if unknown:
+        sys.exit(f"dev.py run: unknown option {unknown[0]} (only --reset-admin)")
     ensure_venv()
     manage = [PY, "manage.py"]
     sh(*manage, "migrate", "--noinput")
     sh(*manage, "setup_schedules")
-    sh(*manage, "seed_demo")
+    sh(*manage, "seed_demo", *extra)
     addr = os.environ.get("ADSYNC_BIND", "127.0.0.1:8000")
-    worker = subprocess.Popen([str(PY), "manage.py", "qcluster"], cwd=ROOT)
+    server = subprocess.Popen([str(PY), "manage.py", "runserver", addr], cwd=ROOT)
+    worker = None
     try:
-        subprocess.run([str(PY), "manage.py", "runserver", addr], cwd=ROOT)
+        if wait_for_server(f"http://{addr}/t/v1/adsync.js", server):
+            worker = subprocess.Popen([str(PY), "manage.py", "qcluster"], cwd=ROOT)
+        server.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        worker.send_signal(signal.SIGINT)
+        for process in (worker, server):
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+def wait_for_server(url: str, server: subprocess.Popen | None = None, timeout: float = 120.0) -> bool:
+    """True once `url` answers (any HTTP status); False if the server process ended or `timeout` passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server is not None and server.poll() is not None:
+            return False
         try:
-            worker.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+            urllib.request.urlopen(url, timeout=2).close()
+            return True
+        except urllib.error.HTTPError:
+            return True  # it answered
+        except OSError:
+            time.sleep(0.2)
+    return False
 
 
 def test(extra: list[str]) -> None:
@@ -89,7 +122,7 @@ def lint() -> None:
 def main() -> None:
     command, extra = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
     if command == "run":
-        run()
+        run(extra)
     elif command == "test":
         test(extra)
     elif command == "lint":

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 
 from croniter import croniter
@@ -38,22 +38,42 @@ from adsync.push import maintenance as housekeeping
 log = logging.getLogger(__name__)
 
 INSIGHTS_CRON = "0 5 * * *"  # 05:00 UTC (Q_CLUSTER time_zone is UTC)
+# A failed insights sync that may succeed later is tried again after 1, 2, 4, 8 and 16 minutes.
+INSIGHTS_RETRY_DELAYS = [timedelta(minutes=2 ** n) for n in range(5)]
 
 
-def enqueue(job: Callable, *args, group: str = "", task_name: str | None = None, **kwargs) -> None:
-    """Queue `job(*args, **kwargs)` for the worker once the current transaction commits (at once outside one)."""
+def enqueue(job: Callable, *args, group: str = "", task_name: str | None = None, delay: timedelta | None = None,
+            **kwargs) -> None:
+    """Queue `job(*args, **kwargs)` for the worker once the current transaction commits (at once outside one).
+
+    With `delay` the job runs that much later: a one-off django-q2 schedule named `task_name` (a
+    later enqueue of the same name moves it instead of adding a second one).
+    """
     path = f"{job.__module__}.{job.__qualname__}"
+    if delay is not None:
+        name = task_name or f"adsync:{job.__name__}:later"
+        transaction.on_commit(lambda: _run_later(name, path, args, kwargs, delay))
+        return
     options = {"group": group or f"adsync:{job.__name__}"}
     if task_name:
         options["task_name"] = task_name
     transaction.on_commit(lambda: async_task(path, *args, **options, **kwargs))
 
 
+def _run_later(name: str, path: str, args: tuple, kwargs: dict, delay: timedelta) -> None:
+    Schedule.objects.update_or_create(name=name, defaults={
+        "func": path, "args": repr(tuple(args)), "kwargs": repr(kwargs), "schedule_type": Schedule.ONCE,
+        "repeats": -1, "next_run": timezone.now() + delay})  # ONCE with repeats -1: deleted after it runs
+
+
 # --- The flush and the inbox ----------------------------------------------------------------------
 
 def flush(connection_ids: list[int] | None = None) -> str:
     """Every 2 minutes (and queued by admin actions): store the snippet's inbox, then send queued rows."""
-    return "; ".join(r.line() for r in run_flush(connection_ids)) or "no active connection"
+    lines = [r.line() for r in run_flush(connection_ids)]
+    for line in lines:
+        log.info("flush %s", line)
+    return "; ".join(lines) or "no active connection"
 
 
 def run_flush(connection_ids: list[int] | None = None) -> list[flushing.FlushResult]:
@@ -149,12 +169,20 @@ def enqueue_insights(connection_ids: list[int], days: int = insights_sync.DEFAUL
         enqueue(sync_insights, pk, days, group="adsync:insights", task_name=f"adsync:insights:{pk}")
 
 
-def sync_insights(connection_id: int, days: int = insights_sync.DEFAULT_DAYS) -> str:
-    """One connection's insights sync; the outcome is on the card."""
+def sync_insights(connection_id: int, days: int = insights_sync.DEFAULT_DAYS, attempt: int = 0) -> str:
+    """One connection's insights sync; the outcome is on the card. A failure Microsoft or the network may
+    get over (timeout, 5xx, a report still pending, too many reports at once) is retried with backoff,
+    within minutes (INSIGHTS_RETRY_DELAYS), not at the next day's run."""
     connection = Connection.objects.select_related("site").filter(pk=connection_id).first()
     if connection is None:
         return f"connection {connection_id}: skipped: it no longer exists"
-    return insights_sync.sync_insights(connection, days).line()
+    result = insights_sync.sync_insights(connection, days)
+    if not (result.retryable and attempt < len(INSIGHTS_RETRY_DELAYS)):
+        return result.line()
+    delay = INSIGHTS_RETRY_DELAYS[attempt]
+    enqueue(sync_insights, connection_id, days, attempt + 1, task_name=f"adsync:insights-retry:{connection_id}",
+            delay=delay)
+    return f"{result.line()}; retry {attempt + 1} of {len(INSIGHTS_RETRY_DELAYS)} in {delay.seconds // 60} min"
 
 
 # --- Diagnosis (docs/diagnosis.md) ------------------------------------------------------------------

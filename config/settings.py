@@ -5,6 +5,7 @@ emulator); production sets DATABASE_URL, SECRET_KEY, ADSYNC_ENCRYPTION_KEY and
 MICROSOFT_ADS_ENVIRONMENT=production. The README's configuration table lists every variable.
 """
 
+import warnings
 from pathlib import Path
 
 import dj_database_url
@@ -45,6 +46,9 @@ if MICROSOFT_ADS_ENVIRONMENT == "emulator":
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # The admin's CSS and JS, collected into STATIC_ROOT by `collectstatic`, served by the web process
+    # itself (DEBUG=false serves no static files otherwise).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "tracking.middleware.SnippetIngestMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -109,7 +113,11 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Where `manage.py collectstatic` puts the admin's CSS and JS for WhiteNoise to serve (production).
+STATIC_ROOT = Path(env("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+# Before the first collectstatic (development, tests) WhiteNoise warns that STATIC_ROOT is missing on every
+# start; runserver serves the files itself then.
+warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
 
 # --- Staff sign-in (django-allauth; docs/notifications.md) ----------------------------------
 # Email (or username) + password, TOTP multi-factor, no public sign-up; the admin's login page

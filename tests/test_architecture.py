@@ -112,7 +112,7 @@ def test_a_database_from_before_the_restructure_keeps_its_data():
     assert (Hit._meta.db_table, hit.site_id, hit.lane, hit.payload["visitor_id"]) == ("tracking_hit", site.pk, 3, "v1")
     moved = Connection.objects.get(pk=connection.pk)
     assert (moved.last_error_operation, moved.last_error_kind, moved.last_error_code) == ("upload", "no_access", "106")
-    assert health.card_state(moved, newest_sent_at=now - timedelta(hours=1)).label == "No access to this account (106)"
+    assert health.card_state(moved, newest_sent_at=now - timedelta(hours=1)).label == "Failing: no access to this account"
     app = Connection.objects.get(pk=refresh.pk)
     assert (app.last_error_operation, app.last_error_code) == ("token_refresh", "invalid_client")
-    assert health.card_state(app).label == "Microsoft rejected the app's client ID or secret"
+    assert health.card_state(app).label == "Failing: Microsoft rejected the app's client ID or secret"

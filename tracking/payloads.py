@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from datetime import timezone as dt_timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -26,6 +26,7 @@ from adsync.conf import conf
 from adsync.intake.identity import IdentifierError, clean_msclkid, hash_email, hash_phone
 from adsync.intake.reports import ClickPayload, ConversionPayload
 from adsync.models import Site
+from adsync.push.guards import time_refusal
 
 # Used with fullmatch: "$" would also accept a trailing newline ("purchase\n").
 EVENT_SHAPE = re.compile(r"[A-Za-z0-9_.:\-]{1,100}")
@@ -34,7 +35,6 @@ MAX_ORDER_ID = 200
 MAX_URL = 2000
 MAX_VALUE = Decimal("999999999999")
 VALUE_STEP = Decimal("0.001")
-MAX_FUTURE = timedelta(minutes=5)
 # Far older than anything Microsoft takes (90 days), and far from datetime.min, where date arithmetic overflows.
 MIN_TIME = datetime(2000, 1, 1, tzinfo=dt_timezone.utc)
 MAX_BATCH = 100
@@ -290,8 +290,9 @@ def _time(data: dict[str, Any], now: datetime) -> datetime | None:
         raise PayloadError("time", "is out of range") from None
     if moment < MIN_TIME:
         raise PayloadError("time", "must be 2000-01-01 or later")
-    if moment > now + MAX_FUTURE:
-        raise PayloadError("time", "is more than 5 minutes in the future")
+    refusal = time_refusal(moment, None, now)  # the rule the pre-send check applies (adsync/push/guards.py)
+    if refusal is not None:
+        raise PayloadError("time", refusal.problem)
     return moment
 
 

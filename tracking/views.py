@@ -97,7 +97,11 @@ def api_conversions(request: HttpRequest) -> HttpResponse:
         items, is_batch = payloads.parse_api(payloads.read_json(request), site, timezone.now())
     except PayloadError as error:
         return http.json_error(error.status, error.detail)
-    results = record.record_conversions(site, items, source=Conversion.SOURCE_SERVER)
+    try:
+        results = record.record_conversions(site, items, source=Conversion.SOURCE_SERVER, strict=True)
+    except record.ConversionRefused as refused:  # Microsoft would refuse them: say so now, store nothing
+        return http.json_error(400, [f"conversions[{i}].{field}: {problem}" for i, field, problem in refused.problems]
+                               if is_batch else str(refused))
     out = [{**conversion_json(r.conversion), "created": r.created, "pushes": [push_json(p) for p in r.pushes]}
            for r in results]
     status = 201 if any(r.created for r in results) else 200

@@ -52,6 +52,8 @@ def connection_urls(model_admin) -> list:
         path("<int:pk>/reconnect/", wrap(reconnect), name="adsync_connection_reconnect"),
         path("<int:pk>/pick-account/", wrap(pick_account), name="adsync_connection_pick_account"),
         path("<int:pk>/disconnect/", wrap(disconnect), name="adsync_connection_disconnect"),
+        path("<int:pk>/refresh-goals/", wrap(refresh_goals), name="adsync_connection_refresh_goals"),
+        path("<int:pk>/resync/", wrap(resync), name="adsync_connection_resync"),
     ]
 
 
@@ -248,6 +250,44 @@ def _render_picker(request: HttpRequest, model_admin, connection: Connection, ac
         "card_url": card_url(connection.pk),
     }
     return TemplateResponse(request, "adsync/pick_account.html", context, status=400 if error else 200)
+
+
+# --- The card's one-click fixes: Refresh goals, Resync now ------------------------------------
+# Links everywhere (the list, the dashboard, emails, support text), so GET asks and POST runs.
+
+
+def refresh_goals(request: HttpRequest, model_admin, pk: int) -> HttpResponse:
+    connection = operable_connection(request, model_admin, pk)
+    if request.method != "POST":
+        return _confirm(request, model_admin, connection, "Refresh goals",
+                        "Fetch this account's conversion goals from Microsoft Ads now, so adsync checks the Goal Names "
+                        "against them. The worker does it within seconds.")
+    jobs.enqueue(jobs.refresh_goals_now, connection.pk, group="adsync:goals-now")
+    messages.success(request, "Goal list refresh queued: the worker fetches it within seconds; reload the card to "
+                              "see the goals.")
+    return redirect(card_url(pk))
+
+
+def resync(request: HttpRequest, model_admin, pk: int) -> HttpResponse:
+    connection = operable_connection(request, model_admin, pk)
+    if request.method != "POST":
+        return _confirm(request, model_admin, connection, "Resync now",
+                        "Fetch the last 14 days of campaign performance from Microsoft Ads now (the insights sync). "
+                        "The worker runs it within a few minutes.")
+    if not connection.is_active:
+        messages.warning(request, f"Not queued: the connection is {connection.get_status_display()}. Reconnect it "
+                                  f"first.")
+        return redirect(card_url(pk))
+    jobs.enqueue_insights([connection.pk])
+    messages.success(request, "Insights resync queued: the worker runs it within a few minutes; the card's last sync "
+                              "time changes when it succeeds.")
+    return redirect(card_url(pk))
+
+
+def _confirm(request: HttpRequest, model_admin, connection: Connection, title: str, explanation: str) -> HttpResponse:
+    context = {**model_admin.admin_site.each_context(request), "opts": Connection._meta, "title": title,
+               "connection": connection, "card_url": card_url(connection.pk), "explanation": explanation}
+    return TemplateResponse(request, "adsync/confirm_card_action.html", context)
 
 
 # --- Disconnect ---------------------------------------------------------------------------

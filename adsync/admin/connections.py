@@ -24,10 +24,12 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from adsync import jobs
+from adsync.admin.badges import badge
 from adsync.admin.connect import connection_urls
 from adsync.admin.diagnosis import check_connection, diagnosis_panel, diagnosis_urls
 from adsync.admin.insights import insights_panel, resync_now
 from adsync.connections import health
+from adsync.formats import count
 from adsync.links import sync_log_url
 from adsync.models import AccountGoal, Connection, GoalMapping, Push
 from adsync.notify.support import support_box
@@ -37,6 +39,14 @@ from adsync.security.roles import OperatorActionsMixin  # actions with permissio
 
 COUNTED = [(Push.SENT, "card_sent"), (Push.PENDING_IDENTITY, "card_pending_identity"), (Push.ERROR, "card_error"),
            (Push.QUEUED, "card_queued")]
+
+
+def fix_button(state: health.CardState, connection_id: int) -> str:
+    """The state's one fix as a button-styled link (the same link the dashboard, digest and support text carry)."""
+    link = health.fix_link(state, connection_id)
+    if link is None:
+        return ""
+    return format_html('<a class="button adsync-fix" href="{}" style="white-space:nowrap">{}</a>', link[1], link[0])
 
 
 class ConnectionForm(forms.ModelForm):
@@ -69,12 +79,6 @@ def _count(status: str, since):
     rows = (Push.objects.filter(connection=OuterRef("pk"), status=status, created_at__gte=since)
             .order_by().values("connection").annotate(n=Count("pk")).values("n")[:1])
     return Coalesce(Subquery(rows, output_field=IntegerField()), 0)
-
-
-def _newest_sent_at():
-    # The newest *created* sent row: one seek on the (connection, status, -created_at) index.
-    rows = Push.objects.filter(connection=OuterRef("pk"), status=Push.SENT).order_by("-created_at")
-    return Subquery(rows.values("sent_at")[:1])
 
 
 def _count_24h(conn: Connection, status: str, annotation: str) -> int:
@@ -114,7 +118,7 @@ class GoalMappingInline(admin.TabularInline):
             return "Goal list not fetched yet (action: Refresh goal list)."
         check = book.check(mapping.goal_name)
         if check.ok:
-            return format_html('<span style="color:#1a7f37">✔ exists and is active</span>')
+            return format_html('<span style="color:{}">✔ exists and is active</span>', health.GREEN)
         return format_html('<strong style="color:#b42318">⚠ {}</strong>', check.message())
 
 
@@ -146,7 +150,7 @@ class ConnectionAdmin(OperatorActionsMixin, admin.ModelAdmin):
     actions = ["refresh_goal_list", "send_test_conversion", resync_now, "reconnect", "refresh_token_now",
                check_connection]
     fieldsets = [
-        (None, {"fields": ["site", "platform", "status_badge", "problem", "account_label", "account_name",
+        (None, {"fields": ["site", "platform", "status_badge", "attention", "account_label", "account_name",
                            "account_id", "customer_id", "account_number", "goal_names_mapped",
                            "enhanced_conversions"]}),
         ("Health", {"fields": ["last_flush_at", "last_insights_sync_at", "token_health", "throttled_until",
@@ -158,8 +162,8 @@ class ConnectionAdmin(OperatorActionsMixin, admin.ModelAdmin):
         ("Diagnosis", {"fields": ["diagnosis_checklist"]}),
         ("Support", {"fields": ["support_details"]}),
     ]
-    readonly_fields = ["status_badge", "problem", "account_label", "goal_names_mapped", "token_health", "latest_push",
-                       "last_flush_at", "last_insights_sync_at", "token_expires_at",
+    readonly_fields = ["status_badge", "problem", "attention", "account_label", "goal_names_mapped", "token_health",
+                       "latest_push", "last_flush_at", "last_insights_sync_at", "token_expires_at",
                        "throttled_until", "last_failure", "last_24h", "goals_refreshed_at",
                        "goal_names_datalist", "insights_chart", "support_details", "diagnosis_checklist"]
 
@@ -189,7 +193,7 @@ class ConnectionAdmin(OperatorActionsMixin, admin.ModelAdmin):
         ids = list(queryset.values_list("pk", flat=True))
         for pk in ids:
             jobs.enqueue(jobs.refresh_goals_now, pk, group="adsync:goals-now")
-        self.message_user(request, f"Goal list refresh queued for {len(ids)} connection(s).")
+        self.message_user(request, f"Goal list refresh queued for {count(len(ids), 'connection')}.")
 
     @admin.action(description="Send test conversion (msclkid test_msclkid_123)", permissions=["operate"])
     def send_test_conversion(self, request, queryset):
@@ -233,19 +237,21 @@ class ConnectionAdmin(OperatorActionsMixin, admin.ModelAdmin):
     def get_queryset(self, request):
         since = timezone.now() - timedelta(hours=24)
         annotations = {name: _count(status, since) for status, name in COUNTED}
-        return (super().get_queryset(request).annotate(card_newest_sent_at=_newest_sent_at(), **annotations)
+        return (super().get_queryset(request).annotate(newest_sent_at=health.newest_sent_at_subquery(), **annotations)
                 .prefetch_related("goal_mappings"))
 
     def card_state(self, conn: Connection) -> health.CardState:
         """The card's state, once per row (the list and the card show it twice)."""
         if not hasattr(conn, "_card_state"):
-            conn._card_state = health.card_state(conn, getattr(conn, "card_newest_sent_at", None))
+            conn._card_state = health.card_states([conn])[0][1]
         return conn._card_state
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, conn: Connection) -> str:
+        if not conn.pk:
+            return "—"
         state = self.card_state(conn)
-        return format_html('<strong style="color:{}" title="{}">{}</strong>', state.colour, state.reason, state.label)
+        return badge(state.label, state.colour, state.reason)
 
     @admin.display(description="Last failure")
     def last_failure(self, conn: Connection) -> str:
@@ -253,12 +259,25 @@ class ConnectionAdmin(OperatorActionsMixin, admin.ModelAdmin):
 
     @admin.display(description="Needs attention")
     def problem(self, conn: Connection) -> str:
+        """The list's cell: one sentence why and the one fix; Microsoft's words in the tooltip and on the card."""
         state = self.card_state(conn)
         if not state.needs_attention:
             return "—"
-        if not state.message:
-            return format_html("{} {}", state.reason, state.hint)
-        return format_html("{}<br><em>{}</em>", state.message, state.hint)
+        return format_html('<span title="{}">{}</span> {}', state.message or state.hint, state.reason,
+                           fix_button(state, conn.pk))
+
+    @admin.display(description="Needs attention")
+    def attention(self, conn: Connection) -> str:
+        """The card's block: why, Microsoft's words verbatim, what to do, and the one fix."""
+        if not conn.pk:
+            return "—"
+        state = self.card_state(conn)
+        if not state.needs_attention:
+            return format_html('<span style="color:{}">Nothing: {}</span>', health.GREEN, state.reason)
+        verbatim = format_html('<br><span style="font-family:monospace">Microsoft: {}</span>', state.message) \
+            if state.message else ""
+        return format_html('<strong style="color:{}">{}</strong>{}<br><em>{}</em><br>{}', state.colour, state.reason,
+                           verbatim, state.hint, fix_button(state, conn.pk))
 
     @admin.display(description="Account")
     def account_label(self, conn: Connection) -> str:
@@ -304,12 +323,13 @@ class ConnectionAdmin(OperatorActionsMixin, admin.ModelAdmin):
         ids = list(queryset.filter(status=Connection.ACTIVE).values_list("pk", flat=True))
         for pk in ids:
             jobs.enqueue(jobs.refresh_token_now, pk, task_name=f"adsync:refresh-now:{pk}")
-        self.message_user(request, f"Token refresh queued for {len(ids)} active connection(s); the worker runs it "
+        self.message_user(request, f"Token refresh queued for {count(len(ids), 'active connection')}; the worker runs it "
                                    f"within seconds and the card shows the outcome (Active, or Token expired with "
                                    f"Microsoft's reason).")
         skipped = queryset.exclude(status=Connection.ACTIVE).count()
         if skipped:
-            self.message_user(request, f"{skipped} connection(s) not Active were skipped: Connect or Reconnect them.",
+            self.message_user(request, f"{count(skipped, 'connection')} not Active skipped: Connect or Reconnect "
+                                       f"{'it' if skipped == 1 else 'them'}.",
                               messages.WARNING)
 
     @admin.action(description="Reconnect (sign in to Microsoft again)", permissions=["operate"])
@@ -328,6 +348,6 @@ class ConnectionAdmin(OperatorActionsMixin, admin.ModelAdmin):
             mapping = mapping_form.instance
             if change and mapping.pk and "goal_name" in mapping_form.changed_data and mapping_form not in \
                     formset.extra_forms:
-                count = transitions.rename_goal(mapping)
+                requeued = transitions.rename_goal(mapping)
                 self.message_user(request, f"Goal Name of “{mapping.event_name}” is now “{mapping.goal_name}”: "
-                                           f"{count} sync-log row(s) re-queued for the next flush.")
+                                           f"{count(requeued, 'sync-log row')} re-queued for the next flush.")

@@ -1,11 +1,13 @@
 """The sync dashboard (/admin/adsync/dashboard/): per connection, the last 14 days at a glance.
 
-Pushes by status per day as a server-rendered SVG (nothing fetched, no script), the match
-rate (sent / all conversion pushes, not counting adjustments nor rows never sent by design:
-skipped_no_consent, cancelled), the pending_identity share, last flush, last insights sync and a
+Pushes by status per day as a server-rendered SVG (nothing fetched, no script), the card's
+state (badge, reason and its one fix, as on the card), the match rate (sent / all conversion pushes,
+not counting adjustments, rows never sent by design (skipped_no_consent, cancelled) nor staff test
+conversions), the pending_identity share, last flush, last insights sync and a
 link to each card; above them, the snippet's inbox (hits accepted but not stored yet), whose
 oldest waiting hit tells whether the worker keeps up. Three queries whatever the data:
-connections, one aggregate of pushes per connection, day and status, and one of the inbox.
+connections (with their newest send), one aggregate of pushes per connection, day and status,
+and one of the inbox.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.db.models.functions import TruncDate
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -22,9 +24,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from adsync.connections import health
+from adsync.formats import count
 from adsync.intake import inbox
 from adsync.links import card_url, sync_log_url
-from adsync.models import Connection, Push
+from adsync.models import Connection, Conversion, Push
 
 DAYS = 14
 # The worker stores the inbox every minute and before every flush: a hit older than this means it is
@@ -55,6 +58,7 @@ class Segment:
 class DayBar:
     day: date
     counts: dict[str, int]
+    tests: dict[str, int] = field(default_factory=dict)  # of which staff test conversions
     x: float = 0
     segments: list[Segment] = field(default_factory=list)
 
@@ -86,8 +90,21 @@ class Panel:
     def total(self) -> int:
         return sum(self.totals.values())
 
+    @property
+    def real(self) -> dict[str, int]:
+        """Totals without staff test conversions (Send test conversion): they say nothing about attribution."""
+        return {s: self.totals[s] - sum(bar.tests.get(s, 0) for bar in self.bars) for s in STATUS_ORDER}
+
+    @property
+    def real_total(self) -> int:
+        return sum(self.real.values())
+
+    @property
+    def tests(self) -> int:
+        return self.total - self.real_total
+
     def _share(self, status: str) -> str:
-        return f"{self.totals[status] / self.total:.0%}" if self.total else "—"
+        return f"{self.real[status] / self.real_total:.0%}" if self.real_total else "—"
 
     @property
     def match_rate(self) -> str:
@@ -98,9 +115,19 @@ class Panel:
         return self._share(Push.PENDING_IDENTITY)
 
     @property
+    def pending_words(self) -> str:
+        return count(self.real[Push.PENDING_IDENTITY], "sync-log entry", "sync-log entries")
+
+    @property
     def state(self) -> health.CardState:
-        """The card's state, as the card shows it (colour and reason included)."""
-        return health.card_state(self.connection)
+        """The card's state, as the card shows it (colour, reason and fix included)."""
+        if not hasattr(self, "_state"):
+            self._state = health.card_states([self.connection])[0][1]
+        return self._state
+
+    @property
+    def fix(self) -> tuple[str, str] | None:
+        return health.fix_link(self.state, self.connection.pk)
 
     @property
     def card_url(self) -> str:
@@ -155,24 +182,31 @@ class InboxBacklog:
         return reverse("admin:adsync_hit_changelist")
 
 
-def daily_counts(start: datetime) -> dict[tuple[int, date], dict[str, int]]:
-    """{(connection id, day): {status: pushes}} in one aggregate query."""
+def daily_counts(start: datetime) -> tuple[dict[tuple[int, date], dict[str, int]],
+                                           dict[tuple[int, date], dict[str, int]]]:
+    """({(connection id, day): {status: pushes}}, the same for staff test conversions) in one aggregate query."""
     rows = (Push.objects.counted().filter(created_at__gte=start).annotate(day=TruncDate("created_at"))
-            .values("connection_id", "day", "status").annotate(n=Count("id")).order_by())
+            .values("connection_id", "day", "status")
+            .annotate(n=Count("id"), tests=Count("id", filter=Q(conversion__source=Conversion.SOURCE_ADMIN)))
+            .order_by())
     counts: dict[tuple[int, date], dict[str, int]] = {}
+    tests: dict[tuple[int, date], dict[str, int]] = {}
     for row in rows:
         counts.setdefault((row["connection_id"], row["day"]), {})[row["status"]] = row["n"]
-    return counts
+        tests.setdefault((row["connection_id"], row["day"]), {})[row["status"]] = row["tests"]
+    return counts, tests
 
 
 def build_panels(today: date | None = None) -> list[Panel]:
     today = today or timezone.now().date()
     days = [today - timedelta(days=offset) for offset in range(DAYS - 1, -1, -1)]
     start = timezone.make_aware(datetime.combine(days[0], datetime.min.time()), timezone.get_default_timezone())
-    counts = daily_counts(start)
+    counts, tests = daily_counts(start)
     panels = []
-    for conn in Connection.objects.select_related("site").order_by("site__name", "id"):
-        bars = [DayBar(day, counts.get((conn.pk, day), {})) for day in days]
+    connections = (Connection.objects.select_related("site").annotate(newest_sent_at=health.newest_sent_at_subquery())
+                   .order_by("site__name", "id"))
+    for conn in connections:
+        bars = [DayBar(day, counts.get((conn.pk, day), {}), tests.get((conn.pk, day), {})) for day in days]
         panels.append(Panel(conn, bars, _lay_out(bars)))
     return panels
 

@@ -17,7 +17,9 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString, mark_safe
 
 from adsync import jobs
-from adsync.insights.chart import LAG_NOTE, daily_totals, spend_conversions_svg
+from adsync.formats import count
+from adsync.insights.chart import COUNTS_NOTE, LAG_NOTE, daily_totals, spend_conversions_svg
+from adsync.links import sync_log_url
 from adsync.models import CampaignInsight, Connection
 
 
@@ -36,7 +38,7 @@ def resync_now(modeladmin: admin.ModelAdmin, request, queryset) -> None:
     jobs.enqueue_insights([c.pk for c in active])
     if active:
         modeladmin.message_user(request, (
-            f"Insights resync queued for {len(active)} connection(s): {', '.join(str(c) for c in active)}. "
+            f"Insights resync queued for {count(len(active), 'connection')}: {', '.join(str(c) for c in active)}. "
             "The worker runs it within a few minutes; the card's last sync time changes when it succeeds."),
             messages.SUCCESS)
     if inactive:
@@ -55,9 +57,11 @@ def insights_panel(connection: Connection) -> SafeString:
     currency = (CampaignInsight.objects.filter(connection=connection).exclude(currency="")
                 .order_by("-date").values_list("currency", flat=True).first() or "")
     return format_html(
-        '<div>{}</div><p style="max-width:560px">{}</p><p><a href="{}">All campaign rows for this connection</a>'
-        " · synced daily at 05:00 UTC; use the action “Resync now” to fetch them now.</p>",
-        spend_conversions_svg(totals, currency), LAG_NOTE, insights_url(connection__id__exact=connection.pk))
+        '<div>{}</div><p style="max-width:560px">{} {}</p><p><a href="{}">All campaign rows for this connection</a>'
+        ' · <a href="{}">what adsync sent (the sync log)</a> · synced daily at 05:00 UTC; use “Resync now” to fetch '
+        "them now.</p>",
+        spend_conversions_svg(totals, currency), COUNTS_NOTE, LAG_NOTE,
+        insights_url(connection__id__exact=connection.pk), sync_log_url(connection_id=connection.pk))
 
 
 # --- The insights list ---------------------------------------------------------------------------
@@ -138,6 +142,7 @@ class CampaignInsightAdmin(admin.ModelAdmin):
         if changelist is not None:
             response.context_data["insight_totals"] = insight_totals(changelist.queryset)
             response.context_data["insight_lag_note"] = LAG_NOTE
+            response.context_data["insight_counts_note"] = COUNTS_NOTE
         return response
 
 

@@ -100,26 +100,33 @@ def finish_authorization(connection: Connection, request: AuthorizationRequest, 
 def choose_account(connection: Connection, account: AdAccount, token_set: oauth.TokenSet) -> None:
     """Store the picked account and the new tokens, and mark Active.
 
-    The caller then queues jobs.connection_ready (held pushes released, goals fetched, insights synced).
+    A switch to another account forgets what belonged to the old one (its goals and insights). A
+    Viewer is recorded as a failing card at once, before its first upload fails with 106. The caller
+    then queues jobs.connection_ready (held pushes released, goals fetched, insights synced).
     """
     if connection.account_id and connection.account_id != account.id:
-        forget_goal_cache(connection)
+        forget_account_data(connection)
     with tokens.lease(connection):
         connection.customer_id, connection.account_id = account.customer_id, account.id
         connection.account_name, connection.account_number = account.name[:200], account.number[:20]
         connection.status = Connection.ACTIVE
+        connection.connected_at = timezone.now()
         for name, value in health.clear(connection).items():
             setattr(connection, name, value)
         connection.save(update_fields=["customer_id", "account_id", "account_name", "account_number", "status",
-                                       *health.clear(connection)])
+                                       "connected_at", *health.clear(connection)])
         tokens.save_tokens(connection, token_set)
+    if account.viewer_only:
+        health.record_viewer(connection)
 
 
-def forget_goal_cache(connection: Connection) -> None:
-    """Another account's goals would make the Goal Name check reject good names: start from "unknown"."""
+def forget_account_data(connection: Connection) -> None:
+    """An account switch: the old account's goals would make the Goal Name check reject good names, and its
+    campaign numbers would read as the new account's. Both go; the new account's are fetched at once."""
     connection.account_goals.all().delete()
-    Connection.objects.filter(pk=connection.pk).update(goals_refreshed_at=None)
-    connection.goals_refreshed_at = None
+    connection.insights.all().delete()
+    Connection.objects.filter(pk=connection.pk).update(goals_refreshed_at=None, last_insights_sync_at=None)
+    connection.goals_refreshed_at = connection.last_insights_sync_at = None
 
 
 # --- Disconnect ---------------------------------------------------------------------------
@@ -157,6 +164,7 @@ def connect_with_refresh_token(site: Site, *, customer_id: str, account_id: str,
     connection.customer_id, connection.account_id = customer_id, account_id
     connection.account_name = account_name or connection.account_name
     connection.status = Connection.ACTIVE
+    connection.connected_at = timezone.now()
     for name, value in health.clear(connection).items():
         setattr(connection, name, value)
     if connection.pk is None:
@@ -170,7 +178,7 @@ def connect_with_refresh_token(site: Site, *, customer_id: str, account_id: str,
     return connection
 
 
-_HEADLESS_FIELDS = ["client_id", "client_secret", "customer_id", "account_id", "account_name", "status",
+_HEADLESS_FIELDS = ["client_id", "client_secret", "customer_id", "account_id", "account_name", "status", "connected_at",
                     "last_error", "last_error_at", "last_error_operation", "last_error_kind", "last_error_code"]
 
 

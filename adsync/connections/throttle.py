@@ -15,6 +15,13 @@ from adsync.conf import conf
 from adsync.models import Connection
 
 WINDOW = timedelta(seconds=60)
+# Microsoft's throttle (117 / HTTP 429): its Retry-After when it sends one, as given, shorter or longer
+# than a minute; 60 s without one ("resubmit after 60 seconds", docs/microsoft-api.md#rate-limits).
+# Bounded both ways: at least a second (no busy loop on "Retry-After: 0"), at most 15 minutes (a
+# mistaken header must not stop an account's uploads for hours; the next flush asks again anyway).
+THROTTLE_DEFAULT = timedelta(seconds=60)
+THROTTLE_MIN = timedelta(seconds=1)
+THROTTLE_MAX = timedelta(minutes=15)
 
 
 def acquire_request_slot(connection: Connection) -> bool:
@@ -34,6 +41,13 @@ def acquire_request_slot(connection: Connection) -> bool:
                 rate_window_start=now, rate_window_count=1):
             return True
     return False
+
+
+def throttle_wait(retry_after: float | None) -> timedelta:
+    """How long to leave an account alone after Microsoft throttled it."""
+    if retry_after is None:
+        return THROTTLE_DEFAULT
+    return min(THROTTLE_MAX, max(THROTTLE_MIN, timedelta(seconds=retry_after)))
 
 
 def pause(connection: Connection, until) -> None:

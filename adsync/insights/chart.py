@@ -17,6 +17,10 @@ from django.utils.safestring import SafeString, mark_safe
 from adsync.insights.sync import DEFAULT_DAYS
 from adsync.models import CampaignInsight, Connection
 
+# What the insights numbers count, said on the card and the insights list beside the sync log's own count.
+COUNTS_NOTE = ("These are Microsoft's numbers: its conversions count every source Microsoft attributes to the "
+               "campaigns' clicks (the UET tag, other imports, and what adsync sent), so they differ from the sync "
+               "log, which lists only what adsync sent.")
 LAG_NOTE = ("Microsoft's own recent data lags 1–3 days, and conversions take 4–12 hours to appear there, so low "
             "or missing numbers for the last few days are expected and fill in on later syncs.")
 

@@ -52,6 +52,12 @@ class InsightsResult:
     start: date | None = None
     end: date | None = None
     message: str = ""
+    kind: str = ""  # the failure's classification (adsync/microsoft/errors.py Kind)
+
+    @property
+    def retryable(self) -> bool:
+        """A failure the same request may get over soon: network, 5xx, a report still pending, throttling."""
+        return self.failed and self.kind in (Kind.TRANSIENT, Kind.THROTTLED)
 
     @property
     def failed(self) -> bool:
@@ -87,7 +93,7 @@ def sync_insights(connection: Connection, days: int = DEFAULT_DAYS, *,
     try:
         rows = _fetch(connection, result.start, result.end, sleep)
     except MicrosoftAdsError as err:
-        result.outcome, result.message = FAILED, _reason(err)
+        result.outcome, result.message, result.kind = FAILED, _reason(err), str(err.kind)
         health.record_failure(connection, Connection.INSIGHTS, err)
         log.warning("insights sync failed for connection %s: %s", connection.pk, err.kind)
         return result

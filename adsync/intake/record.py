@@ -19,7 +19,16 @@ from adsync.intake import consent
 from adsync.intake.matching import attach_click
 from adsync.intake.reports import ClickPayload, ConversionPayload
 from adsync.models import Click, Conversion, Push, Site
-from adsync.push import transitions
+from adsync.push import guards, transitions
+
+
+class ConversionRefused(ValueError):
+    """Conversions adsync would refuse before sending them (adsync/push/guards.py `time_refusal`), refused at
+    ingest instead: `problems` holds (index in the request, field, problem)."""
+
+    def __init__(self, problems: list[tuple[int, str, str]]):
+        super().__init__("; ".join(f"{field}: {problem}" for _, field, problem in problems))
+        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,8 @@ def record_click(site: Site, payload: ClickPayload, now: datetime | None = None)
 
 
 def record_conversion(
-    site: Site, payload: ConversionPayload, *, source: str, now: datetime | None = None, read_pushes: bool = True
+    site: Site, payload: ConversionPayload, *, source: str, now: datetime | None = None, read_pushes: bool = True,
+    strict: bool = False,
 ) -> Recorded:
     """Store one conversion and its pushes, or return the stored one for a repeated order id.
 
@@ -59,7 +69,11 @@ def record_conversion(
     and saves the query that reads them back.
     """
     payload = consent.apply_consent(site, payload)
-    conversion = _build(site, payload, source, now or timezone.now())
+    now = now or timezone.now()
+    conversion = _build(site, payload, source, now)
+    refusal = guards.time_refusal(conversion.occurred_at, conversion.click_time, now) if strict else None
+    if refusal is not None:  # `strict` (the server API): the click is known only now, from the payload's ids
+        raise ConversionRefused([(0, "time", refusal.problem)])
     try:
         with transaction.atomic():
             conversion.save()
@@ -75,12 +89,21 @@ def record_conversion(
 
 
 def record_conversions(
-    site: Site, payloads: list[ConversionPayload], *, source: str, now: datetime | None = None
+    site: Site, payloads: list[ConversionPayload], *, source: str, now: datetime | None = None, strict: bool = False
 ) -> list[Recorded]:
-    """A batch, all-or-nothing: an unexpected failure on one item stores none of them."""
+    """A batch, all-or-nothing: an unexpected failure on one item stores none of them. `strict`: a
+    conversion adsync would refuse before sending raises ConversionRefused naming every such item."""
     now = now or timezone.now()
     with transaction.atomic():
-        return [record_conversion(site, payload, source=source, now=now) for payload in payloads]
+        recorded, problems = [], []
+        for index, payload in enumerate(payloads):
+            try:
+                recorded.append(record_conversion(site, payload, source=source, now=now, strict=strict))
+            except ConversionRefused as refused:
+                problems += [(index, field, problem) for _, field, problem in refused.problems]
+        if problems:
+            raise ConversionRefused(problems)  # rolls the batch back
+        return recorded
 
 
 def _find_existing(site: Site, payload: ConversionPayload) -> Conversion | None:

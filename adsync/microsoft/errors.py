@@ -8,6 +8,9 @@ shown beside it, never instead of it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from datetime import timezone as dt_timezone
+from email.utils import parsedate_to_datetime
 from enum import StrEnum
 
 import requests
@@ -15,7 +18,7 @@ import requests
 
 class Kind(StrEnum):
     TRANSIENT = "transient"      # network, timeout, 5xx, 0, 5612: retry with backoff
-    THROTTLED = "throttled"      # 117 / HTTP 429: wait 60 s (or Retry-After) for the whole account
+    THROTTLED = "throttled"      # 117 / HTTP 429: wait Retry-After (60 s without one) for the whole account
     WAIT = "wait"                # 5614 clock skew, 5615 goal younger than 2 h: hold and retry later
     AUTH = "auth"                # 105 / 109: refresh the token once and retry
     RECONNECT = "reconnect"      # invalid_grant, 122-126, 3101: the card goes to Token expired
@@ -73,7 +76,8 @@ _CODE_HINTS: dict[int, str] = {
 }
 _KIND_HINTS: dict[Kind, str] = {
     Kind.TRANSIENT: "Temporary problem at Microsoft or on the network; adsync retries with backoff.",
-    Kind.THROTTLED: "Microsoft's rate limit was reached; adsync waits 60 seconds and resumes.",
+    Kind.THROTTLED: "Microsoft's rate limit was reached; adsync pauses the account for as long as Microsoft's "
+                    "Retry-After says (60 seconds without one, at most 15 minutes) and resumes.",
     Kind.WAIT: "Held; adsync retries automatically.",
     Kind.AUTH: "Authorization failed: click Reconnect on the Microsoft Ads card if it persists.",
     Kind.RECONNECT: "Token expired: click Reconnect and sign in with a user that has Standard access or more.",
@@ -161,13 +165,21 @@ def _as_int(value) -> int | None:
 
 
 def _retry_after(response: requests.Response) -> float | None:
-    raw = response.headers.get("Retry-After")
+    """Seconds to wait, from Retry-After as seconds or as an HTTP date (RFC 9110); None without a usable one."""
+    raw = (response.headers.get("Retry-After") or "").strip()
     if not raw:
         return None
     try:
         return max(0.0, float(raw))
     except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
         return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt_timezone.utc)
+    return max(0.0, (moment - datetime.now(dt_timezone.utc)).total_seconds())
 
 
 def fault_from_response(response: requests.Response) -> MicrosoftAdsError:

@@ -30,8 +30,9 @@ class Connection(models.Model):
     TOKEN_REFRESH = "token_refresh"
     GOAL_REFRESH = "goal_refresh"
     INSIGHTS = "insights"
+    CONNECT = "connect"  # the account picker's check of the signed-in user's role
     OPERATIONS = [(UPLOAD, "Upload"), (TOKEN_REFRESH, "Token refresh"), (GOAL_REFRESH, "Goal list refresh"),
-                  (INSIGHTS, "Insights sync")]
+                  (INSIGHTS, "Insights sync"), (CONNECT, "Account check at Connect")]
 
     site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="connections")
     platform = models.CharField(max_length=20, choices=PLATFORMS, default=PLATFORM_MICROSOFT_ADS)
@@ -63,6 +64,9 @@ class Connection(models.Model):
     rate_window_count = models.PositiveIntegerField(default=0, editable=False)
     goals_refreshed_at = models.DateTimeField(null=True, blank=True)
 
+    # When an account was last connected or switched (Connect, Reconnect, the picker, the command): a
+    # new connection's insights are "not synced yet", not stale, for its first 24 hours.
+    connected_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_flush_at = models.DateTimeField(null=True, blank=True)
     last_insights_sync_at = models.DateTimeField(null=True, blank=True)
     # The last failure, as data (adsync/connections/health.py reads it; nothing parses the message):

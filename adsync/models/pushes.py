@@ -76,12 +76,17 @@ class Push(models.Model):
     click_time = models.DateTimeField(null=True, blank=True, help_text="When the msclkid's click landed, if known.")
 
     status = models.CharField(max_length=20, choices=STATUSES, default=QUEUED)
-    error_code = models.IntegerField(null=True, blank=True, help_text="Microsoft's numeric Code")
-    error_symbol = models.CharField(max_length=100, blank=True, help_text="Microsoft's ErrorCode")
-    error_message = models.TextField(blank=True, help_text="Microsoft's Message, verbatim")
-    tracking_id = models.CharField(max_length=64, blank=True, help_text="Microsoft's TrackingId for the request")
-    attempts = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(default=timezone.now)
+    # Microsoft's answer, verbatim; for adsync's own pre-send checks error_symbol starts with "adsync:",
+    # error_message is adsync's reason and error_code is empty (the row page labels the two apart).
+    error_code = models.IntegerField("Microsoft's Code", null=True, blank=True, help_text="Microsoft's numeric Code")
+    error_symbol = models.CharField("Microsoft's ErrorCode", max_length=100, blank=True,
+                                    help_text="Microsoft's ErrorCode, or adsync:<check> for adsync's own checks")
+    error_message = models.TextField("Microsoft's Message", blank=True, help_text="Microsoft's Message, verbatim")
+    tracking_id = models.CharField("Microsoft's TrackingId", max_length=64, blank=True,
+                                   help_text="Of the last request to Microsoft that carried this row; quote it to "
+                                             "Microsoft support")
+    attempts = models.PositiveIntegerField(default=0, help_text="Calls to Microsoft that carried this row")
+    next_attempt_at = models.DateTimeField("next attempt at", default=timezone.now)
     claimed_until = models.DateTimeField(null=True, blank=True)
     claim_token = models.UUIDField(null=True, blank=True)
     # Our idempotency key: (connection, goal, msclkid or identity hash, conversion time). Null
@@ -95,7 +100,7 @@ class Push(models.Model):
 
     class Meta:
         verbose_name = "sync-log entry"
-        verbose_name_plural = "sync log"
+        verbose_name_plural = "sync-log entries"
         constraints = [
             models.UniqueConstraint(fields=["conversion", "connection"], name="push_once_per_connection",
                                     condition=Q(kind="conversion")),

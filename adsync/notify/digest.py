@@ -22,12 +22,14 @@ from django.utils import timezone
 
 from adsync.conf import conf
 from adsync.connections import health
+from adsync.formats import count
 from adsync.links import absolute, card_url, sync_log_url
 from adsync.microsoft.errors import GOAL_NOT_FOUND_CODE, classify_code, remedy_hint
 from adsync.models import (
     ADSYNC_ERROR_PREFIX,
     CheckResult,
     Connection,
+    Conversion,
     DiagnosisSummary,
     Push,
     Site,
@@ -87,6 +89,9 @@ class ConnectionReport:
     health: str = ""
     health_hint: str = ""
     diagnosis: DiagnosisSummary = field(default_factory=DiagnosisSummary)
+    health_colour: str = ""
+    fix_label: str = ""
+    fix_url: str = ""
 
     @property
     def errors(self) -> int:
@@ -165,11 +170,11 @@ class Digest:
         failing = sum(1 for r in self.reports if r.diagnosis.failing)
         warned = sum(1 for r in self.reports if r.diagnosis.problems and not r.diagnosis.failing)
         parts = [
-            _count(self.errors, "error") + f" on {_count(with_errors, 'connection')}" if self.errors else "",
-            _count(self.unhealthy, "connection") + " to fix" if self.unhealthy else "",
-            _count(failing, "connection") + " failing a check" if failing else "",
-            _count(warned, "connection") + " with a check to look at" if warned else "",
-            _count(pending, "connection") + " with a high pending_identity share" if pending else "",
+            count(self.errors, "error") + f" on {count(with_errors, 'connection')}" if self.errors else "",
+            count(self.unhealthy, "connection") + " to fix" if self.unhealthy else "",
+            count(failing, "connection") + " failing a check" if failing else "",
+            count(warned, "connection") + " with a check to look at" if warned else "",
+            count(pending, "connection") + " with a high pending_identity share" if pending else "",
         ]
         return ", ".join(part for part in parts if part)
 
@@ -180,10 +185,6 @@ class Digest:
     @property
     def preferences_url(self) -> str:
         return absolute(reverse("admin:adsync_staffnotificationpreference_changelist"))
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def class_of(code: int | None, symbol: str) -> tuple[str, str, str]:
@@ -219,7 +220,9 @@ def error_classes(since: datetime, until: datetime, connection_ids: list[int] | 
 
 def _status_counts(since: datetime, until: datetime) -> dict[int, dict[str, int]]:
     counts: dict[int, dict[str, int]] = defaultdict(dict)
+    # Staff test conversions (Send test conversion) say nothing about attribution: left out of the shares.
     rows = (Push.objects.counted().filter(created_at__gte=since, created_at__lt=until)
+            .exclude(conversion__source=Conversion.SOURCE_ADMIN)
             .values("connection_id", "status").annotate(n=Count("id")).order_by())
     for row in rows:
         counts[row["connection_id"]][row["status"]] = row["n"]
@@ -228,7 +231,11 @@ def _status_counts(since: datetime, until: datetime) -> dict[int, dict[str, int]
 
 def health_of(connection: Connection) -> tuple[str, str]:
     """(state line, hint) for a card that needs a human, or ("", ""). A Disconnected card was chosen: not news."""
-    state = health.card_state(connection)
+    state = health.card_states([connection])[0][1]
+    return _health_line(state)
+
+
+def _health_line(state: health.CardState) -> tuple[str, str]:
     # A failing check is listed with the diagnosis's other problems.
     if not state.needs_attention or state.key in ("disconnected", health.CHECK_FAILING):
         return "", ""
@@ -242,11 +249,16 @@ def build_digest(since: datetime, until: datetime | None = None) -> Digest:
     classes = error_classes(since, until)
     counts = _status_counts(since, until)
     sites: dict[int, SiteReport] = {}
-    for conn in Connection.objects.select_related("site").order_by("site__name", "id"):
+    connections = (Connection.objects.select_related("site").annotate(newest_sent_at=health.newest_sent_at_subquery())
+                   .order_by("site__name", "id"))
+    for conn, state in health.card_states(connections):
         status_counts = counts.get(conn.pk, {})
         report = ConnectionReport(conn, classes.get(conn.pk, []), sum(status_counts.values()),
                                   status_counts.get(Push.PENDING_IDENTITY, 0))
-        report.health, report.health_hint = health_of(conn)
+        report.health, report.health_hint = _health_line(state)
+        if report.health:
+            report.health_colour = state.colour
+            report.fix_label, report.fix_url = health.fix_link(state, conn.pk, absolute_url=True) or ("", "")
         report.diagnosis = DiagnosisSummary.of(conn)
         if report.has_news:
             sites.setdefault(conn.site_id, SiteReport(conn.site, [])).connections.append(report)
@@ -264,8 +276,8 @@ class DigestOutcome:
             return f"nothing to report since {self.digest.since:%Y-%m-%d %H:%M} UTC; no email sent"
         if not self.recipients:
             return "something to report, but no staff opted in to the digest; no email sent"
-        return (f"digest sent to {self.sent} recipient(s): {self.digest.errors} error(s), "
-                f"{len(self.digest.reports)} connection(s) to look at")
+        return (f"digest sent to {count(self.sent, 'recipient')}: {count(self.digest.errors, 'error')}, "
+                f"{count(len(self.digest.reports), 'connection')} to look at")
 
 
 def send_digest(window: timedelta = timedelta(hours=24), *, dry_run: bool = False) -> DigestOutcome:

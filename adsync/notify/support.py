@@ -28,9 +28,14 @@ def _when(moment: datetime | None) -> str:
     return f"{moment:%Y-%m-%d %H:%M:%S} UTC" if moment else "never"
 
 
-def _status_line(connection: Connection) -> str:
+def _status_lines(connection: Connection) -> list[str]:
+    """The card's state as the card shows it, and the link of its one fix."""
     state = health.card_state(connection)
-    return f"{state.label} ({state.reason})" if state.reason else state.label
+    lines = [f"Card status: {state.label} ({state.reason})" if state.reason else f"Card status: {state.label}"]
+    link = health.fix_link(state, connection.pk, absolute_url=True) if state.needs_attention else None
+    if link:
+        lines.append(f"Fix: {link[0]}: {link[1]}")
+    return lines
 
 
 def recent_errors(connection: Connection, limit: int = RECENT_ERRORS) -> list[Push]:
@@ -69,7 +74,7 @@ def support_details(connection: Connection) -> str:
         f"adsync support details, {_when(timezone.now())}",
         f"Site: {connection.site.name}",
         f"Platform: {connection.get_platform_display()}",
-        f"Card status: {_status_line(connection)}",
+        *_status_lines(connection),
         f"Microsoft Ads Account ID: {connection.account_id or 'not set'}",
         f"Customer ID: {connection.customer_id or 'not set'}",
         f"Account name: {connection.account_name or 'not set'}",

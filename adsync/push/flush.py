@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from adsync.conf import conf
 from adsync.connections import health, throttle, tokens
+from adsync.formats import count
 from adsync.microsoft.campaign import ApplyResult, CampaignClient
 from adsync.microsoft.errors import Kind, MicrosoftAdsError
 from adsync.models import Connection, Push
@@ -74,10 +75,14 @@ class FlushResult:
             self.stopped = self.stopped or other.stopped
             self.error_messages += other.error_messages
 
-    def line(self) -> str:
-        text = (f"connection {self.connection_id}: {self.sent} sent, {self.errors} error, "
-                f"{self.requeued} requeued in {self.requests} request(s)")
+    def summary(self) -> str:
+        """"5 sent, 1 error, 2 to retry, in 1 request" (and why it stopped early, if it did)."""
+        text = (f"{self.sent} sent, {count(self.errors, 'error')}, {self.requeued} to retry, in "
+                f"{count(self.requests, 'request')}")
         return f"{text}; stopped: {self.stopped}" if self.stopped else text
+
+    def line(self) -> str:
+        return f"connection {self.connection_id}: {self.summary()}"
 
 
 def flush_conversions(connection_ids: list[int] | None = None) -> list[FlushResult]:
@@ -109,7 +114,7 @@ def flush_connection(connection: Connection, batch_size: int | None = None) -> F
         else:
             result.add(*_run_lanes(lanes, connection, access_token, batch_size))
     Connection.objects.filter(pk=connection.pk).update(last_flush_at=timezone.now())
-    log.info("flush %s", result.line())
+    log.debug("flush %s", result.line())  # the job and the command report it once each (adsync/jobs.py)
     return result
 
 
@@ -208,7 +213,7 @@ def _preflight(batch: list[ClaimedPush], book: GoalBook, outcome: BatchOutcome) 
     for push in batch:
         verdict = guards.preflight(push, book, now, originals)
         if verdict.action == guards.FAIL:
-            outcome.fail(push, None, verdict.symbol, verdict.reason)
+            outcome.refuse(push, verdict.symbol, verdict.reason)
         elif verdict.action == guards.HOLD:
             outcome.hold(push, verdict.until, verdict.symbol, verdict.reason)
         elif verdict.action == guards.CANCEL:
@@ -256,8 +261,7 @@ def _handle_call_failure(connection: Connection, batch: list[ClaimedPush], token
     result.stopped = err.describe()
     health.record_failure(connection, Connection.UPLOAD, err)
     if err.kind == Kind.THROTTLED:
-        wait = max(60.0, err.retry_after or 0.0)
-        until = now + timedelta(seconds=wait)
+        until = now + throttle.throttle_wait(err.retry_after)
         throttle.pause(connection, until)
         outcome.release(batch, next_attempt_at=until)
     elif err.kind in (Kind.RECONNECT, Kind.NO_ACCESS, Kind.ACCOUNT):

@@ -28,6 +28,7 @@ HASHED_IDENTIFIER = re.compile(r"[0-9a-f]{64}")
 SEND, HOLD, FAIL, CANCEL = "send", "hold", "fail", "cancel"
 # How long an adjustment waits when its conversion is still on its way (about one flush).
 ORIGINAL_WAIT = timedelta(minutes=2)
+HELD_SYMBOL = ADSYNC_ERROR_PREFIX + "held"
 
 
 @dataclass
@@ -43,7 +44,7 @@ class Verdict:
 
     @classmethod
     def hold(cls, until: datetime, reason: str) -> Verdict:
-        return cls(HOLD, ADSYNC_ERROR_PREFIX + "held", reason, until)
+        return cls(HOLD, HELD_SYMBOL, reason, until)
 
     @classmethod
     def cancel(cls, symbol: str, reason: str) -> Verdict:
@@ -64,6 +65,11 @@ def preflight(push: Push, book: GoalBook, now: datetime | None = None, originals
     if not check.ok:
         symbol = "goal_not_found" if check.goal is None else "goal_unusable"
         return Verdict.fail(symbol, check.message())
+    if not push.msclkid and check.goal is not None and not check.goal.enhanced_conversions:
+        return Verdict.fail("enhanced_conversions_off",
+                            f'No msclkid, and enhanced conversions are off for the goal "{check.goal.name}" in '
+                            f"Microsoft Ads: Microsoft would reject a conversion matched by hashed email or phone "
+                            f"only. Turn them on for the goal, Refresh goals, then Replay.")
     return _identity_verdict(push) or _time_verdict(push, check.goal, now) or _settling_verdict(book, check.goal) \
         or Verdict(SEND)
 
@@ -79,24 +85,51 @@ def _identity_verdict(push: Push) -> Verdict | None:
     return None
 
 
-def _time_verdict(push: Push, goal, now: datetime) -> Verdict | None:
-    moment = push.conversion_time
+@dataclass(frozen=True)
+class Refusal:
+    """A conversion time Microsoft refuses whatever happens later: the sync log's `reason` (and `symbol`),
+    and the ingest's `problem`, said of the field "time" (tracking/payloads.py, adsync/intake/record.py)."""
+
+    symbol: str
+    reason: str
+    problem: str
+
+
+def time_refusal(moment: datetime, click: datetime | None, now: datetime) -> Refusal | None:
+    """Why Microsoft would refuse a conversion at `moment` (clicked at `click`, if known), or None.
+
+    The one rule behind both the pre-send check and the ingest's 4xx (docs/microsoft-api.md#time-rules).
+    """
     if moment > now + CLOCK_SKEW:
-        return Verdict.fail("future_time", f"The conversion time {moment:%Y-%m-%d %H:%M:%S} UTC is in the future.")
-    if moment > now:
-        return Verdict.hold(moment + timedelta(seconds=1), "The conversion time is a few seconds ahead: held.")
+        return Refusal("future_time", f"The conversion time {moment:%Y-%m-%d %H:%M:%S} UTC is in the future.",
+                       "is more than 5 minutes in the future")
     if moment < now - MICROSOFT_WINDOW:
-        return Verdict.fail("older_than_90_days",
-                            "The conversion is more than 90 days old; Microsoft no longer accepts it.")
-    click = push.click_time
+        return Refusal("older_than_90_days", "The conversion is more than 90 days old; Microsoft no longer accepts it.",
+                       "is more than 90 days ago; Microsoft accepts offline conversions up to 90 days old")
     if click is None:
         return None
     # Whole seconds, as Microsoft compares: the conversion time is stored truncated, the click time is not,
     # so a conversion in the same second as its click must not look earlier than it.
     if moment < click.replace(microsecond=0):
-        return Verdict.fail("before_click", "The conversion time is earlier than the click time (check time zones).")
+        return Refusal("before_click", "The conversion time is earlier than the click time (check time zones).",
+                       f"is earlier than the click ({click:%Y-%m-%dT%H:%M:%SZ}); check the time zone of the time "
+                       f"you send")
     if moment > click + MICROSOFT_WINDOW:
-        return Verdict.fail("after_click_window", "The conversion is more than 90 days after the click.")
+        return Refusal("after_click_window", "The conversion is more than 90 days after the click.",
+                       f"is more than 90 days after the click ({click:%Y-%m-%dT%H:%M:%SZ})")
+    return None
+
+
+def _time_verdict(push: Push, goal, now: datetime) -> Verdict | None:
+    moment = push.conversion_time
+    refusal = time_refusal(moment, push.click_time, now)
+    if refusal is not None:
+        return Verdict.fail(refusal.symbol, refusal.reason)
+    if moment > now:
+        return Verdict.hold(moment + timedelta(seconds=1), "The conversion time is a few seconds ahead: held.")
+    click = push.click_time
+    if click is None:
+        return None
     window = goal.conversion_window_minutes if goal else None
     if window and moment > click + timedelta(minutes=window):
         return Verdict.fail("outside_goal_window",

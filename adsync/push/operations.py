@@ -11,10 +11,14 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
+from math import ceil
 
 from django.db import transaction
+from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
+from adsync.conf import conf
+from adsync.formats import count
 from adsync.models import Connection, Conversion, GoalMapping, Push
 from adsync.push import guards, transitions
 from adsync.push.goals import GoalBook
@@ -41,35 +45,113 @@ def send_test_conversion(mapping: GoalMapping) -> Push:
     return conversion.pushes.get(connection=connection, kind=Push.CONVERSION)
 
 
+SKIP = "skip"  # not part of the next flush at all (the verdict's reason says why)
+
+
 @dataclass
 class DryRunRow:
     push: Push
     verdict: guards.Verdict
-    payload: dict
+    payload: dict | None
+
+
+def _skip(reason: str) -> guards.Verdict:
+    return guards.Verdict(SKIP, reason=reason)
+
+
+_NOT_QUEUED = {
+    Push.SENT: "already sent",
+    Push.PENDING_IDENTITY: "pending_identity: no msclkid, so Microsoft cannot match it (waits for a click)",
+    Push.ERROR: "error: final, not retried (Replay re-queues it)",
+    Push.SKIPPED_NO_CONSENT: "skipped_no_consent: the visitor gave no consent, never sent",
+    Push.CANCELLED: "cancelled (retracted before sending, or erased): never sent",
+}
+
+
+def verdict_for(push: Push, book: GoalBook, now, originals: guards.Originals | None = None) -> guards.Verdict:
+    """What the next flush would do with this row, and why, exactly as flush_connection decides it."""
+    connection = push.connection
+    if push.status != Push.QUEUED:
+        return _skip(_NOT_QUEUED.get(push.status, push.status))
+    if connection.status != Connection.ACTIVE:
+        return _skip(f"the connection is {connection.get_status_display()}: queued rows wait for a Connect or "
+                     f"Reconnect")
+    if connection.throttled_until and connection.throttled_until > now:
+        return _skip("the account is throttled by Microsoft: not due until the pause ends")
+    if push.claimed_until and push.claimed_until > now:
+        return _skip("being sent by a flush right now")
+    if push.next_attempt_at > now:
+        why = "held by adsync" if push.error_symbol == guards.HELD_SYMBOL else "waiting to retry after a failure"
+        return _skip(f"not due yet: {why}")
+    return guards.preflight(push, book, now, originals)
 
 
 def validate(pushes) -> list[DryRunRow]:
     """Build and check payloads exactly as the flush would, without sending or changing anything."""
     books: dict[int, GoalBook] = {}
+    now = timezone.now()
     pushes = list(pushes.select_related("connection"))
     originals = guards.Originals.load(pushes)
     rows = []
     for push in pushes:
         book = books.get(push.connection_id) or books.setdefault(push.connection_id, GoalBook(push.connection))
-        rows.append(DryRunRow(push, guards.preflight(push, book, originals=originals), push.as_request_item()))
+        verdict = verdict_for(push, book, now, originals)
+        rows.append(DryRunRow(push, verdict, push.as_request_item() if verdict.action == guards.SEND else None))
     return rows
 
 
 def summarize(rows: list[DryRunRow]) -> list[str]:
-    """Human lines: how many would be sent, held or refused, and why."""
-    counts = Counter(row.verdict.action for row in rows)
-    cancelled = f", {counts[guards.CANCEL]} cancelled" if counts[guards.CANCEL] else ""
-    lines = [f"{counts[guards.SEND]} would be sent, {counts[guards.HOLD]} held, {counts[guards.FAIL]} refused "
-             f"by adsync's checks{cancelled} (nothing was sent)."]
-    reasons = Counter(row.verdict.reason for row in rows if row.verdict.action != guards.SEND)
+    """Human lines: how many the next flush would send (and in how many requests), and why the rest would not go."""
+    sending: Counter[int] = Counter(row.push.connection_id for row in rows if row.verdict.action == guards.SEND)
+    sent = sum(sending.values())
+    requests = sum(ceil(n / min(conf.batch_size, 1000)) for n in sending.values())
+    rest = len(rows) - sent
+    lines = [f"{count(sent, 'row')} would be sent ({count(requests, 'request')} to Microsoft); "
+             f"{count(rest, 'row')} would not go. Nothing was sent."]
+    reasons = Counter(_why(row.verdict) for row in rows if row.verdict.action != guards.SEND)
     lines += [f"{n} × {reason}" for reason, n in reasons.most_common(10)]
     return lines
 
 
+def _why(verdict: guards.Verdict) -> str:
+    if verdict.action == guards.FAIL:
+        return f"refused by adsync's pre-send check ({verdict.symbol}): {verdict.reason}"
+    if verdict.action == guards.HOLD:
+        return f"held by adsync: {verdict.reason}"
+    if verdict.action == guards.CANCEL:
+        return f"cancelled by adsync ({verdict.symbol}): {verdict.reason}"
+    return verdict.reason
+
+
 def due_rows(connection: Connection):
     return Push.objects.due().filter(connection=connection)
+
+
+def dry_run(connection: Connection) -> list[str]:
+    """`flush_conversions --dry-run` for one connection: the due rows checked one by one, then what waits."""
+    if connection.status != Connection.ACTIVE:
+        waiting = connection.pushes.filter(status=Push.QUEUED).count()
+        return [f"Not flushed: the connection is {connection.get_status_display()}; {count(waiting, 'queued row')} "
+                f"wait for a Connect or Reconnect. Nothing was sent."]
+    lines = summarize(validate(due_rows(connection)))
+    return lines + [f"Besides: {queue_summary(connection)}"]
+
+
+def queue_summary(connection: Connection) -> str:
+    """"3 queued (1 due now, 2 waiting until 14:05 UTC), 2 pending_identity": what waits after a flush."""
+    now = timezone.now()
+    queued = connection.pushes.filter(status=Push.QUEUED)
+    figures = queued.aggregate(
+        total=Count("id"), due=Count("id", filter=Q(next_attempt_at__lte=now)),
+        held=Count("id", filter=Q(next_attempt_at__gt=now, error_symbol=guards.HELD_SYMBOL)),
+        until=Max("next_attempt_at", filter=Q(next_attempt_at__gt=now)),
+        first=Min("next_attempt_at", filter=Q(next_attempt_at__gt=now)))
+    pending = connection.pushes.filter(status=Push.PENDING_IDENTITY).count()
+    waiting = figures["total"] - figures["due"]
+    parts = [f"{count(figures['due'], 'row')} due now"]
+    if waiting:
+        span = f"{figures['first']:%H:%M} UTC" if figures["first"] == figures["until"] else \
+            f"between {figures['first']:%H:%M} and {figures['until']:%Y-%m-%d %H:%M} UTC"
+        held = f", {figures['held']} held by adsync" if figures["held"] else ""
+        parts.append(f"{waiting} waiting until {span}{held}")
+    return f"{figures['total']} queued ({', '.join(parts)}), {pending} pending_identity"

@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from adsync.conf import conf
 from adsync.microsoft.errors import GOAL_NOT_FOUND_CODE
-from adsync.models import ADSYNC_ERROR_PREFIX, Adjustment, Connection, Conversion, GoalMapping, Push
+from adsync.models import ADSYNC_ERROR_PREFIX, AccountGoal, Adjustment, Connection, Conversion, GoalMapping, Push
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +56,30 @@ _UNCLAIM = {"claim_token": None, "claimed_until": None}
 
 # --- Created -------------------------------------------------------------------------------------
 
-def initial_status(conversion: Conversion, connection: Connection) -> str:
-    """queued when Microsoft can match the conversion (a click id, or hashes with enhanced conversions on);
+def initial_status(conversion: Conversion, connection: Connection, goal_enhanced: bool | None = None) -> str:
+    """queued when Microsoft can match the conversion: a click id, or hashes with enhanced conversions on,
+    both on the connection (staff's opt-in) and, when the goal list is known, for the goal itself in
+    Microsoft Ads (`goal_enhanced`; None: the goal list was never fetched, the connection's switch decides);
     skipped_no_consent, whatever it carries, when the visitor gave no ad storage consent."""
     if conversion.without_consent:
         return Push.SKIPPED_NO_CONSENT
     if conversion.msclkid:
         return Push.QUEUED
-    if connection.enhanced_conversions and (conversion.hashed_email or conversion.hashed_phone):
+    if connection.enhanced_conversions and goal_enhanced is not False and conversion.has_hashed_pii:
         return Push.QUEUED
     return Push.PENDING_IDENTITY
+
+
+def _goal_enhanced(conversion: Conversion, mappings: list[GoalMapping]) -> dict[int, bool | None]:
+    """mapping id → its goal's enhanced-conversions flag from the cached goal list (None when not fetched).
+    One query, and only for conversions matched by hashes alone."""
+    if conversion.msclkid or not conversion.has_hashed_pii:
+        return {}
+    known = [m for m in mappings if m.connection.enhanced_conversions and m.connection.goals_refreshed_at]
+    flags = {(pk, name): enhanced for pk, name, enhanced in AccountGoal.objects.filter(
+        connection_id__in={m.connection_id for m in known}, name__in={m.goal_name for m in known},
+        missing_since__isnull=True).values_list("connection_id", "name", "enhanced_conversions")} if known else {}
+    return {m.pk: flags.get((m.connection_id, m.goal_name), False) if m in known else None for m in mappings}
 
 
 def create_pushes(conversion: Conversion, mappings: list[GoalMapping] | None = None) -> list[Push]:
@@ -80,14 +94,18 @@ def create_pushes(conversion: Conversion, mappings: list[GoalMapping] | None = N
         # connection would decrypt its OAuth tokens for nothing.
         mappings = GoalMapping.objects.filter(
             connection__site_id=conversion.site_id, event_name=conversion.event_name
-        ).select_related("connection").only("goal_name", "connection", "connection__enhanced_conversions")
+        ).select_related("connection").only("goal_name", "connection", "connection__enhanced_conversions",
+                                            "connection__goals_refreshed_at")
+    mappings = list(mappings)
+    enhanced = _goal_enhanced(conversion, mappings)
     now = timezone.now()
     pushes = [
         Push(
             conversion=conversion, connection=mapping.connection, goal_name=mapping.goal_name,
             msclkid=conversion.msclkid, hashed_email=conversion.hashed_email, hashed_phone=conversion.hashed_phone,
             value=conversion.value, currency=conversion.currency, conversion_time=conversion.occurred_at,
-            click_time=conversion.click_time, status=initial_status(conversion, mapping.connection),
+            click_time=conversion.click_time,
+            status=initial_status(conversion, mapping.connection, enhanced.get(mapping.pk)),
             next_attempt_at=now, created_at=now, updated_at=now,
         )
         for mapping in mappings
@@ -296,6 +314,7 @@ class BatchOutcome:
         self.now = timezone.now()
         self.sent: list[int] = []
         self.failed: dict[tuple, list[int]] = defaultdict(list)
+        self.refused: dict[tuple, list[int]] = defaultdict(list)
         self.retried: dict[tuple, list[int]] = defaultdict(list)
         self.released: dict = defaultdict(list)
         self.held: dict[tuple, list[int]] = defaultdict(list)
@@ -306,8 +325,12 @@ class BatchOutcome:
         self.sent.append(push.pk)
 
     def fail(self, push, code, symbol, message) -> None:
-        """Final: Microsoft refused it for good, or adsync's check did."""
+        """Final: Microsoft refused it for good (it was sent: an attempt, with the request's TrackingId)."""
         self.failed[(code, symbol or "", message or "")].append(push.pk)
+
+    def refuse(self, push, symbol: str, reason: str) -> None:
+        """Final: adsync's pre-send check refused it. Never sent, so no attempt and no TrackingId."""
+        self.refused[(symbol, reason)].append(push.pk)
 
     def retry(self, push, code, symbol, message) -> None:
         """A transient failure: retried after a backoff, until ADSYNC_MAX_ATTEMPTS, then final."""
@@ -343,6 +366,10 @@ class BatchOutcome:
             counts.errors += self._rows(ids).update(
                 status=Push.ERROR, **attempt, error_code=code, error_symbol=symbol, error_message=message, **unclaim)
             counts.error_messages.append(message)
+        for (symbol, reason), ids in self.refused.items():
+            counts.errors += self._rows(ids).update(
+                status=Push.ERROR, error_code=None, error_symbol=symbol, error_message=reason, **unclaim)
+            counts.error_messages.append(reason)
         for (attempts, code, symbol, message), ids in self.retried.items():
             counts.requeued += self._rows(ids).update(
                 **attempt, next_attempt_at=self.now + retry_delay(code, attempts),

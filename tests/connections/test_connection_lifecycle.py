@@ -670,7 +670,8 @@ def test_the_card_shows_status_account_goal_names_24h_counts_and_the_latest_entr
     for status in ("sent", "pending_identity", "error"):
         assert f"connection__id__exact={connection.pk}&amp;status__exact={status}\">1 {status}</a>" in page
     assert "Reconnect" in page and "Disconnect" in page
-    assert "Active but stale" in page  # no insights sync yet
+    assert "Goal list not fetched yet" in page  # a new connection: goals unknown, its insights not stale yet
+    assert reverse("admin:adsync_connection_refresh_goals", args=[connection.pk]) in page
 
 
 def test_a_disconnected_card_offers_connect(admin_client, new_connection):
@@ -681,8 +682,10 @@ def test_a_disconnected_card_offers_connect(admin_client, new_connection):
 
 
 def test_active_but_stale_when_the_last_sync_is_older_than_24_hours(admin_client, site, make_connection):
-    stale = make_connection(site, last_insights_sync_at=timezone.now() - timedelta(hours=25))
-    fresh = make_connection(site, last_insights_sync_at=timezone.now() - timedelta(hours=1))
+    goals_known = timezone.now() - timedelta(days=2)
+    stale = make_connection(site, last_insights_sync_at=timezone.now() - timedelta(hours=25),
+                            goals_refreshed_at=goals_known)
+    fresh = make_connection(site, last_insights_sync_at=timezone.now() - timedelta(hours=1), goals_refreshed_at=goals_known)
 
     page = admin_client.get(reverse("admin:adsync_connection_changelist")).content.decode()
 
@@ -698,7 +701,7 @@ def test_a_106_is_shown_as_no_access_not_as_token_expired(admin_client, connecti
 
     page = admin_client.get(reverse("admin:adsync_connection_changelist")).content.decode()
 
-    assert "No access to this account (106)" in page
+    assert "Failing: no access to this account" in page
     assert "Token expired" not in page.split("<tbody>")[1].split("</tbody>")[0]
     assert Connection.objects.get(pk=connection.pk).status == Connection.ACTIVE
 
@@ -712,14 +715,14 @@ def test_a_106_is_no_longer_a_problem_once_a_push_was_sent_after_it(admin_client
 
     page = admin_client.get(card_url(connection)).content.decode()
 
-    assert "No access to this account (106)" not in page
+    assert "Failing: no access to this account" not in page
 
 
 @pytest.mark.parametrize("answer, problem", [
     ({"status": 503, "body": "Service Unavailable"}, "Token refresh failing (adsync retries)"),
     ({"status": 401, "json": {"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret "
                                                                               "provided."}},
-     "Microsoft rejected the app&#x27;s client ID or secret"),
+     "Failing: Microsoft rejected the app&#x27;s client ID or secret"),
 ])
 def test_a_failing_refresh_shows_on_the_card_without_flipping_the_status(admin_client, mocked, site, make_connection,
                                                                           answer, problem):

@@ -159,7 +159,7 @@ def test_a_failing_check_raises_the_cards_state_but_token_expired_still_comes_fi
 
 
 def test_a_run_with_warnings_only_leaves_the_card_active(site, make_connection):
-    conn = make_connection(site, last_insights_sync_at=timezone.now())
+    conn = make_connection(site, last_insights_sync_at=timezone.now(), goals_refreshed_at=timezone.now())
     stored_run(conn, CheckResult("snippet", 5, "The snippet captures msclkid", WARN, "No landing seen."))
     conn.refresh_from_db()
 
@@ -312,9 +312,10 @@ def test_the_command_names_an_unknown_connection(db):
 def test_the_digest_summarises_failing_and_warning_checks_with_their_fix(site, make_site, make_connection):
     user = get_user_model().objects.create_user(username="ops", email="ops@example.com", is_staff=True)
     StaffNotificationPreference.objects.create(user=user)
-    failing = make_connection(site, last_insights_sync_at=timezone.now())
+    failing = make_connection(site, last_insights_sync_at=timezone.now(), goals_refreshed_at=timezone.now())
     stored_run(failing, AUTO_TAGGING_OFF)
-    warned = make_connection(make_site(name="Second shop"), last_insights_sync_at=timezone.now())
+    warned = make_connection(make_site(name="Second shop"), last_insights_sync_at=timezone.now(),
+                             goals_refreshed_at=timezone.now())
     gap = CheckResult("reconciliation", 9, "Microsoft's count per goal vs what adsync sent", WARN,
                       "Microsoft counts 33 % fewer conversions for “Purchase” than adsync sent (8 vs 12).",
                       remedy="Open the reconciliation panel.", link=f"/admin/adsync/connection/{warned.pk}/reconciliation/",

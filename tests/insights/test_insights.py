@@ -403,7 +403,7 @@ def test_resync_now_queues_one_sync_per_active_connection_and_says_so(admin_clie
 
     assert [item.task["args"] for item in OrmQ.objects.all()] == [(active.pk, 14)]
     texts = [str(m) for m in response.context["messages"]]
-    assert any(t.startswith("Insights resync queued for 1 connection(s)") for t in texts)
+    assert any(t.startswith("Insights resync queued for 1 connection:") for t in texts)
     assert any("Not queued" in t and "Token expired" in t for t in texts)
 
 

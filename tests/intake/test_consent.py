@@ -162,7 +162,9 @@ def test_an_inbox_hit_from_before_consent_existed_is_stored_as_before(site, conn
 # --- Never a failure ------------------------------------------------------------------------------------------
 
 def test_skipped_rows_count_nowhere_as_failures_nor_in_the_match_rate(client, mocked, site, connection, secret):
-    type(connection).objects.filter(pk=connection.pk).update(last_insights_sync_at=timezone.now())  # healthy card
+    type(connection).objects.filter(pk=connection.pk).update(  # a healthy card
+        last_insights_sync_at=timezone.now(), goals_refreshed_at=timezone.now())
+    connection.account_goals.create(goal_id="1", name="Purchase", first_seen_at=timezone.now() - timedelta(days=1))
     api(client, secret, orderId="A-1")
     for n in range(3):
         api(client, secret, orderId=f"S-{n}", consent={"adStorage": "denied"})

@@ -59,7 +59,7 @@ def ops(make_staff):
 def healthy(make_connection):
     """A connection that is active and synced recently: only what the test adds is news."""
     def make(site, **kwargs):
-        return make_connection(site, last_insights_sync_at=timezone.now(), **kwargs)
+        return make_connection(site, last_insights_sync_at=timezone.now(), goals_refreshed_at=timezone.now(), **kwargs)
     return make
 
 
@@ -140,7 +140,8 @@ def test_a_class_shows_at_most_three_distinct_messages(ops, site, healthy, make_
 def test_token_expired_and_stale_cards_are_reported_with_what_to_do(ops, make_site, make_connection):
     make_connection(make_site(name="Expired shop"), status=Connection.TOKEN_EXPIRED,
                     last_error="invalid_grant: AADSTS70000: The refresh token was revoked.")
-    make_connection(make_site(name="Stale shop"), last_insights_sync_at=timezone.now() - timedelta(hours=30))
+    make_connection(make_site(name="Stale shop"), last_insights_sync_at=timezone.now() - timedelta(hours=30),
+                    goals_refreshed_at=timezone.now() - timedelta(hours=30))
 
     send_digest()
 
@@ -465,14 +466,14 @@ def test_the_dashboard_shows_the_snippet_inbox_and_warns_when_the_worker_falls_b
     def page() -> str:  # one space for any run of whitespace (template line breaks, &nbsp; in "12 minutes")
         return " ".join(admin_client.get("/admin/adsync/dashboard/").content.decode().split())
 
-    assert "<strong>1</strong> hit(s) waiting to be stored, the oldest received 0 minutes ago." in page()
+    assert "<strong>1</strong> hit waiting to be stored, the oldest received 0 minutes ago." in page()
     assert "not running" not in page()
 
     Hit.objects.create(site=site, kind=Hit.CONVERSION, payload={}, received_at=now - timedelta(minutes=12))
     Hit.objects.create(site=site, kind=Hit.CLICK, payload={}, received_at=now - timedelta(hours=2),
                        error="KeyError: 'msclkid'")
     text = page()
-    assert "<strong>2</strong> hit(s) waiting to be stored, the oldest received 12 minutes ago" in text
+    assert "<strong>2</strong> hits waiting to be stored, the oldest received 12 minutes ago" in text
     assert "the worker is behind or not running" in text  # the failed hit's age does not count
     assert 'href="/admin/adsync/hit/?error__isempty=0">1 could not be stored</a>' in text
 

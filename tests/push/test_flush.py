@@ -156,6 +156,50 @@ def test_throttling_pauses_the_account_for_60_seconds_or_retry_after(mocked, sit
     assert len(mocked.calls) == 1
 
 
+@pytest.mark.parametrize("header, pause", [("2", 2), ("90", 90), ("7200", 15 * 60)])
+def test_retry_after_is_honoured_as_given_shorter_or_longer_than_a_minute_up_to_15_minutes(
+        mocked, site, connection, make_conversion, header, pause):
+    make_conversion(site)
+    mocked.post(APPLY_URL, status=429, headers={"Retry-After": header}, json={
+        "Type": "AdApiFaultDetail", "Errors": [{"Code": 117, "ErrorCode": "CallRateExceeded", "Message": "Too many"}]})
+    before = timezone.now()
+
+    flush_connection(connection)
+
+    connection.refresh_from_db()
+    waited = (connection.throttled_until - before).total_seconds()
+    assert pause - 1 < waited < pause + 2
+    push = Push.objects.get()
+    assert (push.status, push.attempts) == (Push.QUEUED, 0)
+    assert abs((push.next_attempt_at - connection.throttled_until).total_seconds()) < 1
+
+
+def test_a_throttle_without_retry_after_pauses_the_account_60_seconds(mocked, site, connection, make_conversion):
+    make_conversion(site)
+    mocked.post(APPLY_URL, status=429, json={
+        "Type": "AdApiFaultDetail", "Errors": [{"Code": 117, "ErrorCode": "CallRateExceeded", "Message": "Too many"}]})
+    before = timezone.now()
+
+    flush_connection(connection)
+
+    connection.refresh_from_db()
+    assert 59 < (connection.throttled_until - before).total_seconds() < 62
+
+
+def test_a_retry_after_given_as_an_http_date_is_honoured(mocked, site, connection, make_conversion):
+    from email.utils import format_datetime
+
+    make_conversion(site)
+    when = timezone.now().replace(microsecond=0) + timedelta(seconds=30)
+    mocked.post(APPLY_URL, status=429, headers={"Retry-After": format_datetime(when, usegmt=True)}, json={
+        "Type": "AdApiFaultDetail", "Errors": [{"Code": 117, "ErrorCode": "CallRateExceeded", "Message": "Too many"}]})
+
+    flush_connection(connection)
+
+    connection.refresh_from_db()
+    assert abs((connection.throttled_until - when).total_seconds()) < 2
+
+
 def test_pending_identity_rows_are_not_sent(mocked, site, connection, make_conversion):
     make_conversion(site, msclkid="")
     mocked.post(APPLY_URL, **ok())

@@ -80,6 +80,21 @@ def test_a_row_for_an_unknown_goal_is_held_back_by_adsync_and_not_sent(mocked, g
     assert apply_calls(mocked) == []
 
 
+def test_a_row_stopped_before_sending_carries_no_attempt_and_not_the_batchs_tracking_id(mocked, goal_cache, site,
+                                                                                        make_conversion):
+    good = make_conversion(site)
+    stopped = make_conversion(site, occurred_at=timezone.now() - timedelta(days=91))
+    mocked.post(APPLY_URL, json={"PartialErrors": []}, headers={"TrackingId": "batch-tracking-id"})
+
+    flush_connection(goal_cache)
+
+    sent, refused = Push.objects.get(conversion=good), Push.objects.get(conversion=stopped)
+    assert (sent.status, sent.attempts, sent.tracking_id) == (Push.SENT, 1, "batch-tracking-id")
+    assert (refused.status, refused.attempts, refused.tracking_id) == (Push.ERROR, 0, "")
+    assert refused.error_symbol == "adsync:older_than_90_days" and refused.error_code is None
+    assert [len(body["OfflineConversions"]) for body in apply_calls(mocked)] == [1]
+
+
 def test_fixing_the_goal_name_requeues_goal_not_found_rows_inside_the_window_only(admin_client, site, connection,
                                                                                  make_conversion):
     recent, old, other = make_conversion(site), make_conversion(site), make_conversion(site)
@@ -91,7 +106,8 @@ def test_fixing_the_goal_name_requeues_goal_not_found_rows_inside_the_window_onl
 
     response = admin_client.post(url, {**data, "goal_mappings-0-goal_name": "Purchase v2"}, follow=True)
 
-    assert "1 sync-log row(s) re-queued" in " ".join(str(m) for m in response.context["messages"])
+    assert "Goal Name of “purchase” is now “Purchase v2”: 1 sync-log row re-queued for the next flush." in [
+        str(m) for m in response.context["messages"]]
     by_conv = {p.conversion_id: p for p in Push.objects.all()}
     assert by_conv[recent.pk].status == Push.QUEUED and by_conv[recent.pk].goal_name == "Purchase v2"
     assert by_conv[old.pk].status == Push.ERROR
@@ -359,10 +375,69 @@ def test_dry_run_reports_what_would_be_sent_and_changes_nothing(mocked, connecti
     call_command("flush_conversions", "--dry-run")
 
     out = capsys.readouterr().out
-    assert "1 would be sent, 0 held, 1 refused" in out
-    assert "more than 90 days old" in out
+    assert "1 row would be sent (1 request to Microsoft); 1 row would not go. Nothing was sent." in out
+    assert "1 × refused by adsync's pre-send check (adsync:older_than_90_days)" in out and "more than 90 days old" in out
     assert list(Push.objects.values()) == before
     assert len(mocked.calls) == 0
+
+
+def test_dry_run_counts_exactly_what_the_flush_then_sends_and_says_why_the_rest_would_not_go(
+        admin_client, mocked, goal_cache, site, make_conversion):
+    due = [make_conversion(site) for _ in range(2)]
+    sent, failed, pending, waiting, unknown_goal = (make_conversion(site) for _ in range(5))
+    Push.objects.filter(conversion=sent).update(status=Push.SENT)
+    Push.objects.filter(conversion=failed).update(status=Push.ERROR, error_code=5604, error_message="invalid")
+    Push.objects.filter(conversion=pending).update(status=Push.PENDING_IDENTITY, msclkid="")
+    Push.objects.filter(conversion=waiting).update(next_attempt_at=timezone.now() + timedelta(minutes=30))
+    Push.objects.filter(conversion=unknown_goal).update(goal_name="No such goal")
+    before = list(Push.objects.order_by("id").values())
+    ids = [str(pk) for pk in Push.objects.values_list("pk", flat=True)]
+
+    response = admin_client.post("/admin/adsync/push/", {"action": "validate_dry_run", "_selected_action": ids},
+                                 follow=True)
+
+    said = [str(m) for m in response.context["messages"]]
+    assert said[0] == "2 rows would be sent (1 request to Microsoft); 5 rows would not go. Nothing was sent."
+    assert set(said[1:]) == {
+        "1 × already sent", "1 × error: final, not retried (Replay re-queues it)",
+        "1 × pending_identity: no msclkid, so Microsoft cannot match it (waits for a click)",
+        "1 × not due yet: waiting to retry after a failure",
+        '1 × refused by adsync\'s pre-send check (adsync:goal_not_found): No conversion goal named "No such goal" '
+        'exists in this account (names are case-sensitive).'}
+    assert list(Push.objects.order_by("id").values()) == before
+    mocked.post(APPLY_URL, **ok())
+
+    flush_connection(goal_cache)
+
+    assert [len(body["OfflineConversions"]) for body in apply_calls(mocked)] == [2]
+    assert set(Push.objects.filter(status=Push.SENT).values_list("conversion", flat=True)) == {
+        due[0].pk, due[1].pk, sent.pk}
+
+
+def test_dry_run_of_a_connection_that_is_not_active_says_its_rows_wait(connection, site, make_conversion, capsys):
+    make_conversion(site)
+    Connection.objects.filter(pk=connection.pk).update(status=Connection.TOKEN_EXPIRED)
+
+    call_command("flush_conversions", "--dry-run")
+
+    assert "Not flushed: the connection is Token expired; 1 queued row wait" in capsys.readouterr().out
+
+
+def test_flush_conversions_prints_each_line_once_with_what_still_waits(mocked, connection, site, make_conversion,
+                                                                         capfd):
+    make_conversion(site)
+    make_conversion(site, msclkid="")
+    later = make_conversion(site)
+    Push.objects.filter(conversion=later).update(next_attempt_at=timezone.now() + timedelta(minutes=10))
+    mocked.post(APPLY_URL, **ok())
+
+    call_command("flush_conversions")
+
+    out, err = capfd.readouterr()
+    printed = out + err
+    assert printed.count("1 sent, 0 errors, 0 to retry, in 1 request") == 1
+    waiting_until = (timezone.now() + timedelta(minutes=10)).strftime("%H:%M")
+    assert f"still waiting: 1 queued (0 rows due now, 1 waiting until {waiting_until} UTC), 1 pending_identity" in out
 
 
 def test_replay_requeues_error_rows_inside_the_window_only(site, connection, make_conversion):

@@ -8,8 +8,10 @@ run is bench/fuzz_public_endpoints.py. Specific bugs the fuzzer found have their
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -101,10 +103,11 @@ def test_a_preflight_naming_a_site_key_with_a_nul_is_refused_without_a_query_pos
 
 def test_a_click_that_duplicates_a_same_second_conversion_does_not_break_the_dedupe_key(client, target):
     """An order without a click id, then one with it in the same second: one push per (goal, click, second)."""
-    post_api(client, '{"event": "purchase", "orderId": "A", "visitorId": "v1", "time": "2026-01-05T10:00:00Z"}')
+    when = (timezone.now() - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")  # inside Microsoft's 90 days
+    post_api(client, f'{{"event": "purchase", "orderId": "A", "visitorId": "v1", "time": "{when}"}}')
 
     response = post_api(client, '{"event": "purchase", "orderId": "B", "visitorId": "v1", '
-                                '"msclkid": "f894f652ea334e739002f7167ab8f8e3", "time": "2026-01-05T10:00:00Z"}')
+                                f'"msclkid": "f894f652ea334e739002f7167ab8f8e3", "time": "{when}"}}')
 
     assert response.status_code == 201
     assert Conversion.objects.filter(msclkid="f894f652ea334e739002f7167ab8f8e3").count() == 2
