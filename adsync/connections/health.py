@@ -235,6 +235,8 @@ _WHAT = {Connection.UPLOAD: "the upload", Connection.CONNECT: "uploads", Connect
 def _recovered(connection: Connection, operation: str, failed_at: datetime, newest_sent_at) -> bool:
     """The same work succeeded after the failure: it no longer counts."""
     if operation in (Connection.UPLOAD, Connection.CONNECT):
+        if connection.last_upload_ok_at is not None and connection.last_upload_ok_at >= failed_at:
+            return True  # Microsoft took an upload call since (its rows may still have failed one by one)
         if newest_sent_at is _UNKNOWN:
             newest_sent_at = newest_sent(connection)
         return newest_sent_at is not None and newest_sent_at >= failed_at

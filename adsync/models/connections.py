@@ -68,6 +68,9 @@ class Connection(models.Model):
     # new connection's insights are "not synced yet", not stale, for its first 24 hours.
     connected_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_flush_at = models.DateTimeField(null=True, blank=True)
+    # When Microsoft last took an upload call (HTTP 200, whatever it said of single rows): an upload
+    # failure older than this no longer counts on the card (adsync/connections/health.py).
+    last_upload_ok_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_insights_sync_at = models.DateTimeField(null=True, blank=True)
     # The last failure, as data (adsync/connections/health.py reads it; nothing parses the message):
     # what adsync was doing, Microsoft's classification and code, and Microsoft's words verbatim.

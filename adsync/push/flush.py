@@ -55,6 +55,7 @@ class FlushResult:
     errors: int = 0
     requeued: int = 0
     requests: int = 0
+    answered: int = 0  # requests Microsoft answered with 200 (the account took the call, whatever its rows)
     stopped: str = ""
     error_messages: list[str] = field(default_factory=list)
 
@@ -72,6 +73,7 @@ class FlushResult:
             self.errors += other.errors
             self.requeued += other.requeued
             self.requests += other.requests
+            self.answered += other.answered
             self.stopped = self.stopped or other.stopped
             self.error_messages += other.error_messages
 
@@ -113,7 +115,9 @@ def flush_connection(connection: Connection, batch_size: int | None = None) -> F
             _send_lane(connection, access_token, batch_size, result)
         else:
             result.add(*_run_lanes(lanes, connection, access_token, batch_size))
-    Connection.objects.filter(pk=connection.pk).update(last_flush_at=timezone.now())
+    now = timezone.now()
+    done = {"last_flush_at": now} | ({"last_upload_ok_at": now} if result.answered else {})
+    Connection.objects.filter(pk=connection.pk).update(**done)
     log.debug("flush %s", result.line())  # the job and the command report it once each (adsync/jobs.py)
     return result
 
@@ -240,6 +244,7 @@ def _send_batch(connection: Connection, client: CampaignClient, book: GoalBook, 
         result.count(outcome.write(""))
         _handle_call_failure(connection, batch, token, err, result)
         return None
+    result.answered += 1
     for index, push in enumerate(batch):
         error = api.errors_by_index.get(index)
         if error is None:
