@@ -41,6 +41,16 @@ class AdsyncSettings:
         return list(settings.ADSYNC_ENCRYPTION_KEYS)
 
     @property
+    def trusted_proxy_count(self) -> int:
+        """ADSYNC_TRUSTED_PROXY_COUNT (0): proxies in front that append to X-Forwarded-For; 0 reads REMOTE_ADDR."""
+        return settings.ADSYNC_TRUSTED_PROXY_COUNT
+
+    @property
+    def redis_url(self) -> str:
+        """REDIS_URL (empty): the shared cache (rate limits, login throttling) in Redis; empty: a database table."""
+        return settings.REDIS_URL
+
+    @property
     def require_mfa(self) -> bool:
         """ADSYNC_REQUIRE_MFA (false): staff must set up an authenticator app before any admin page."""
         return settings.ADSYNC_REQUIRE_MFA
@@ -155,6 +165,21 @@ class AdsyncSettings:
     def max_body_bytes(self) -> int:
         """ADSYNC_MAX_BODY_BYTES (16384): the largest accepted ingest body."""
         return settings.ADSYNC_MAX_BODY_BYTES
+
+    @property
+    def client_hits_per_minute(self) -> int:
+        """ADSYNC_CLIENT_HITS_PER_MINUTE (120): snippet hits one client address may send a minute, then 429."""
+        return settings.ADSYNC_CLIENT_HITS_PER_MINUTE
+
+    @property
+    def site_hits_per_minute(self) -> int:
+        """ADSYNC_SITE_HITS_PER_MINUTE (6000): snippet hits one site may take a minute, then 429."""
+        return settings.ADSYNC_SITE_HITS_PER_MINUTE
+
+    @property
+    def inbox_cap(self) -> int:
+        """ADSYNC_INBOX_CAP (100000): waiting inbox hits per site before the snippet endpoint answers 503."""
+        return max(1, settings.ADSYNC_INBOX_CAP)
 
     @property
     def site_cache_seconds(self) -> int:

@@ -10,12 +10,17 @@ from pathlib import Path
 
 import dj_database_url
 
-from config.env import env, env_bool, env_int, env_list
+from adsync.security.startup import DEV_SECRET_KEY, insecure_start_problem
+from config.env import env, env_bool, env_int, env_list, proxy_ssl_header
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-SECRET_KEY = env("SECRET_KEY", "dev-only-insecure-secret-key-change-me")
-DEBUG = env_bool("DEBUG", True)
+# emulator (the default: the built-in Microsoft Ads emulator and demo shop), sandbox or production.
+MICROSOFT_ADS_ENVIRONMENT = env("MICROSOFT_ADS_ENVIRONMENT", "emulator")
+EMULATOR_MODE = MICROSOFT_ADS_ENVIRONMENT == "emulator"
+
+SECRET_KEY = env("SECRET_KEY", DEV_SECRET_KEY)
+DEBUG = env_bool("DEBUG", EMULATOR_MODE)  # on only for the emulator on a developer's machine
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
@@ -38,8 +43,7 @@ INSTALLED_APPS = [
     "adsync",
     "tracking",
 ]
-MICROSOFT_ADS_ENVIRONMENT = env("MICROSOFT_ADS_ENVIRONMENT", "emulator")
-if MICROSOFT_ADS_ENVIRONMENT == "emulator":
+if EMULATOR_MODE:
     # The built-in Microsoft Ads emulator and the demo shop exist only in emulator mode: not
     # installed, not routed otherwise (config/urls.py).
     INSTALLED_APPS.append("emulator")
@@ -80,7 +84,9 @@ TEMPLATES = [
 
 DATABASES = {
     "default": dj_database_url.parse(
-        env("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"), conn_max_age=60
+        # Health checks: a connection the database dropped (a restart, a failover) is replaced before
+        # a request uses it, whether kept by the process (CONN_MAX_AGE) or by the pool below.
+        env("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"), conn_max_age=60, conn_health_checks=True
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -195,8 +201,41 @@ Q_CLUSTER = {
 
 # --- Secrets at rest ------------------------------------------------------------------------
 # Comma-separated Fernet keys, newest first (MultiFernet): add a new key in front to rotate.
-# Empty means "derive one from SECRET_KEY", acceptable only for local development.
+# Empty means "derive one from SECRET_KEY", allowed only in emulator mode with DEBUG on (below).
 ADSYNC_ENCRYPTION_KEYS = env_list("ADSYNC_ENCRYPTION_KEY", "")
+
+# --- Security (docs/security.md) --------------------------------------------------------------
+# Production refuses to start on the repository's defaults: one line names the variable to set.
+_problem = insecure_start_problem(emulator=EMULATOR_MODE, debug=DEBUG, secret_key=SECRET_KEY,
+                                  encryption_keys=ADSYNC_ENCRYPTION_KEYS)
+if _problem:
+    raise SystemExit(f"adsync will not start: {_problem}")
+# HTTPS: docs/security.md lists the production environment under which `check --deploy` is clean.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+# Behind a proxy that ends TLS: the header it sets on HTTPS requests, e.g. "X-Forwarded-Proto: https".
+SECURE_PROXY_SSL_HEADER = proxy_ssl_header("SECURE_PROXY_SSL_HEADER")
+# Proxies in front of adsync that append to X-Forwarded-For: the client address (rate limits, login
+# throttling) is the entry that many places from the right. 0: the connecting address (REMOTE_ADDR).
+ADSYNC_TRUSTED_PROXY_COUNT = env_int("ADSYNC_TRUSTED_PROXY_COUNT", 0)
+ALLAUTH_TRUSTED_PROXY_COUNT = ADSYNC_TRUSTED_PROXY_COUNT
+# Error reports (error e-mails, error trackers) never show the public endpoints' bodies.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "adsync.security.error_reports.BodyHidingFilter"
+
+# --- The shared cache: login throttling and the snippet's rate limits --------------------------
+# Every web process must see the same counts, so never a per-process cache: Redis when REDIS_URL is
+# set, else a table in the database (created by `migrate`, adsync/migrations).
+REDIS_URL = env("REDIS_URL", "")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "KEY_PREFIX": "adsync"}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "adsync_cache",
+                          "OPTIONS": {"MAX_ENTRIES": 100_000}}}
 
 # --- Microsoft Advertising ------------------------------------------------------------------
 _EMULATOR = f"{ADSYNC_PUBLIC_URL}/emulator"
@@ -263,6 +302,12 @@ ADSYNC_INBOX_DRAINERS = env_int("ADSYNC_INBOX_DRAINERS", 1)
 ADSYNC_TOKEN_REFRESH_MINUTES = env_int("ADSYNC_TOKEN_REFRESH_MINUTES", 10)
 ADSYNC_RETENTION_DAYS = env_int("ADSYNC_RETENTION_DAYS", 90)
 ADSYNC_MAX_BODY_BYTES = env_int("ADSYNC_MAX_BODY_BYTES", 16 * 1024)
+# What browsers may send (tracking/limits.py, docs/security.md): hits per minute from one client address
+# and to one site, counted across every web process (the shared cache); past them 429 + Retry-After.
+ADSYNC_CLIENT_HITS_PER_MINUTE = env_int("ADSYNC_CLIENT_HITS_PER_MINUTE", 120)
+ADSYNC_SITE_HITS_PER_MINUTE = env_int("ADSYNC_SITE_HITS_PER_MINUTE", 6000)
+# A site whose inbox holds this many hits not yet stored gets 503 + Retry-After until the worker catches up.
+ADSYNC_INBOX_CAP = env_int("ADSYNC_INBOX_CAP", 100_000)
 # Transient failures (network, 5xx, 0, 5612, 5614, 5615) retry with exponential backoff and
 # jitter; after this many attempts the row becomes `error` with Microsoft's last message.
 ADSYNC_MAX_ATTEMPTS = env_int("ADSYNC_MAX_ATTEMPTS", 8)

@@ -1,13 +1,18 @@
-"""The emulator's human-facing pages: the status page, the simulated ad click, report downloads."""
+"""The emulator's human-facing pages: the status page, the simulated ad click, report downloads.
+
+The status page shows what the emulator received (visitor data, even if made up): staff only, under
+the admin's sign-in and MFA rules. The simulated ad click is public by design: it stands for a
+click on an ad, which anyone can make, and it only ever lands on this instance (no open redirect).
+"""
 
 from __future__ import annotations
 
-from django.contrib.admin.views.decorators import staff_member_required
 from django.core.signing import BadSignature, TimestampSigner
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.utils.http import url_has_allowed_host_and_scheme
 
+from adsync.security.signin import staff_page
 from emulator import reports
 from emulator.demo import ACCOUNT_ID as DEMO_ACCOUNT_ID
 from emulator.demo import ensure_demo_data
@@ -50,8 +55,8 @@ def _landing(request: HttpRequest) -> str:
 
 
 def _enabled_staff_page(view):
-    """404 outside emulator mode first, then the admin login for non-staff."""
-    protected = staff_member_required(view)
+    """404 outside emulator mode first, then the admin's sign-in and MFA rules (adsync.security.signin.staff_page)."""
+    protected = staff_page(view)
 
     def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
         require_enabled()

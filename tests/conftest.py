@@ -45,6 +45,21 @@ def microsoft_test_double_urls(settings):
 
 
 @pytest.fixture(autouse=True)
+def shared_cache_of_its_own(settings):
+    """Each test counts rate limits and login failures afresh: a key prefix of its own in the shared cache (the
+    database table outlives transactional tests), and none of the counts this process kept for an earlier test."""
+    from adsync.security import crypto
+    from tracking import limits
+
+    settings.CACHES = {name: {**options, "KEY_PREFIX": f"test{next(_counter)}"}
+                       for name, options in settings.CACHES.items()}
+    limits.forget()
+    crypto.forget_key_state()
+    yield
+    limits.forget()
+
+
+@pytest.fixture(autouse=True)
 def group_commit_writer_closed():
     """The inbox's group-commit thread keeps its own connection: close it after each test, or the
     test database could not be dropped (nor a transactional test's tables be flushed) under it."""

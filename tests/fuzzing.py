@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 
 from adsync.intake import inbox
 from adsync.models import (
+    ApiSecret,
     Click,
     Connection,
     Conversion,
@@ -61,8 +62,8 @@ SECRET = "sk_fuzz_" + "s" * 40  # fixed, so the strategies below are built once 
 
 def make_target() -> None:
     """A site with an allowed origin, an API secret, and a connection mapping "purchase" (so pushes get made)."""
-    site = Site.objects.create(name="Fuzz shop", key=SITE_KEY, allowed_origins=ORIGIN,
-                               api_secret_hash=hash_api_secret(SECRET))
+    site = Site.objects.create(name="Fuzz shop", key=SITE_KEY, allowed_origins=ORIGIN)
+    ApiSecret.objects.create(site=site, secret_hash=hash_api_secret(SECRET), hint=SECRET[:7])
     connection = Connection.objects.create(site=site, status=Connection.ACTIVE, account_id="187654321",
                                            enhanced_conversions=True)
     GoalMapping.objects.create(connection=connection, event_name="purchase", goal_name="Purchase")

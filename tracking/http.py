@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.cache import patch_vary_headers
+from django.views.decorators.debug import sensitive_variables
 
 from adsync.models import Site
+from adsync.sites import api_secrets
 from tracking.payloads import storable
 from tracking.site_cache import site_for_key
 
@@ -29,8 +31,23 @@ def allow_origin(response: HttpResponse, origin: str | None) -> HttpResponse:
     """Let the page at `origin` read the response; the caller has checked the origin is allowed."""
     if origin:
         response["Access-Control-Allow-Origin"] = origin
+        response["Access-Control-Expose-Headers"] = "Retry-After"  # the snippet's retry queue waits that long
     patch_vary_headers(response, ["Origin"])
     return response
+
+
+def allow_any_origin(response: HttpResponse) -> HttpResponse:
+    """For answers that say only "not now" (429, 503): any page may read them and their Retry-After.
+
+    They are given before the site, hence its allowed origins, is known (or without looking it up
+    again), and carry nothing about any site."""
+    response["Access-Control-Allow-Origin"] = "*"
+    response["Access-Control-Expose-Headers"] = "Retry-After"
+    return response
+
+
+def too_many(seconds: int) -> JsonResponse:
+    return allow_any_origin(json_error(429, "rate: too many reports, try again later", Retry_After=str(seconds)))
 
 
 def origin_allowed_by_any_site(origin: str) -> bool:
@@ -59,6 +76,7 @@ def preflight(request: HttpRequest) -> HttpResponse:
 
 # --- Bearer auth (the server API) -----------------------------------------------------------------
 
+@sensitive_variables("token")
 def bearer_site(request: HttpRequest) -> Site | JsonResponse:
     """The site whose API secret is the bearer token, or the 401 to answer with."""
     scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
@@ -67,7 +85,7 @@ def bearer_site(request: HttpRequest) -> Site | JsonResponse:
             401, "authorization: send the site's API secret as 'Authorization: Bearer <secret>'",
             WWW_Authenticate='Bearer realm="adsync"',
         )
-    site = Site.for_api_secret(token.strip())
+    site = api_secrets.site_for(token.strip())
     if site is None:
         return json_error(
             401, "authorization: unknown or revoked API secret",

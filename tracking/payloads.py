@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from datetime import timezone as dt_timezone
 from decimal import ROUND_HALF_UP, Decimal
@@ -24,6 +24,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from adsync.conf import conf
 from adsync.intake.identity import IdentifierError, clean_msclkid, hash_email, hash_phone
+from adsync.intake.landing import clean_landing_url
 from adsync.intake.reports import ClickPayload, ConversionPayload
 from adsync.models import Site
 from adsync.push.guards import time_refusal
@@ -31,6 +32,8 @@ from adsync.push.guards import time_refusal
 # Used with fullmatch: "$" would also accept a trailing newline ("purchase\n").
 EVENT_SHAPE = re.compile(r"[A-Za-z0-9_.:\-]{1,100}")
 VISITOR_SHAPE = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+KEY_SHAPE = re.compile(r"[A-Za-z0-9_\-]{8,64}")
+SIGNATURE_SHAPE = re.compile(r"[0-9a-fA-F]{64}")
 MAX_ORDER_ID = 200
 MAX_URL = 2000
 MAX_VALUE = Decimal("999999999999")
@@ -73,6 +76,7 @@ class BatchPayloadError(PayloadError):
 
 # --- The body ---------------------------------------------------------------------------------
 
+@sensitive_variables("body")
 def read_json(request: HttpRequest) -> dict[str, Any]:
     """The body as a JSON object, whatever the Content-Type (the snippet sends text/plain)."""
     limit = conf.max_body_bytes
@@ -92,6 +96,7 @@ def read_json(request: HttpRequest) -> dict[str, Any]:
     return parse_json(body)
 
 
+@sensitive_variables("body", "data")
 def parse_json(body: bytes) -> dict[str, Any]:
     try:
         # Decimal keeps 49.90 exact; NaN and Infinity still arrive as floats and fail the finite check.
@@ -120,12 +125,14 @@ def parse_collect(data: dict[str, Any], site: Site) -> ClickPayload | Conversion
     if kind == "click":
         return parse_click(data)
     if kind == "conversion":
-        return parse_conversion(data, site, accept_time=False)
+        report = parse_conversion(data, site, accept_time=False)
+        return replace(report, idempotency_key=_idempotency_key(data))
     if kind is None:
         raise PayloadError("type", "is required")
     raise PayloadError("type", 'must be "click" or "conversion"')
 
 
+@sensitive_variables("data")
 def parse_click(data: dict[str, Any]) -> ClickPayload:
     visitor_id = _visitor_id(data)
     if not visitor_id:
@@ -133,8 +140,26 @@ def parse_click(data: dict[str, Any]) -> ClickPayload:
     msclkid = _msclkid(data)
     if not msclkid:
         raise PayloadError("msclkid", "is required")
-    return ClickPayload(visitor_id=visitor_id, msclkid=msclkid, url=_string(data, "url", max_length=MAX_URL),
+    # Origin, path, msclkid and utm_* only: the rest of a query string may hold personal data.
+    return ClickPayload(visitor_id=visitor_id, msclkid=msclkid,
+                        url=clean_landing_url(_string(data, "url", max_length=MAX_URL)),
                         ad_storage=consent_signals(data, strict=False)[0])
+
+
+def signature(data: dict[str, Any]) -> str:
+    """The conversion's signature (signed browser conversions, adsync/sites/api_secrets.py), "" if none."""
+    raw = _string(data, "signature", max_length=64)
+    if raw and not SIGNATURE_SHAPE.fullmatch(raw):
+        raise PayloadError("signature", "must be 64 hexadecimal characters (HMAC-SHA256)")
+    return raw.lower()
+
+
+def _idempotency_key(data: dict[str, Any]) -> str:
+    """The snippet's key for this call: its retries carry the same one, so they are stored once."""
+    key = _string(data, "idempotencyKey", max_length=64)
+    if key and not KEY_SHAPE.fullmatch(key):
+        raise PayloadError("idempotencyKey", "must be 8-64 characters of A-Z a-z 0-9 _ -")
+    return key
 
 
 # --- The server API's body (POST /api/v1/conversions) --------------------------------------------
@@ -217,6 +242,7 @@ def storable(text: str) -> bool:
     return "\x00" not in text and not _SURROGATE.search(text)
 
 
+@sensitive_variables("data", "raw", "text")
 def _string(data: dict[str, Any], field: str, *, max_length: int) -> str:
     """An optional string field, stripped; absent, null and "" all read as ""."""
     raw = data.get(field)

@@ -17,8 +17,8 @@ from django.dispatch import receiver
 from adsync.conf import conf
 from adsync.models import Site
 
-# What the public endpoint needs of a site: checking the origin and validating the report.
-PUBLIC_SITE_FIELDS = ("id", "key", "allowed_origins", "default_currency", "default_country")
+# What the public endpoint needs of a site: checking the origin, validating the report, the signature rule.
+PUBLIC_SITE_FIELDS = ("id", "key", "allowed_origins", "default_currency", "default_country", "signed_browser_conversions")
 MAX_ENTRIES = 10_000
 
 _sites: dict[str, tuple[float, Site | None]] = {}

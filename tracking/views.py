@@ -1,26 +1,34 @@
 """Thin views: the snippet, the browser ingest and the server API.
 
 Validation lives in tracking/payloads.py; the snippet's reports go to the inbox (tracking/accept.py),
-the server API's are stored at once (adsync/intake/record.py). Request bodies are
-never logged: they hold raw email addresses and phone numbers until payloads.py hashes them.
+within the bounds of tracking/limits.py; the server API's are stored at once (adsync/intake/record.py).
+Request bodies are never logged, nor shown in error reports (sensitive_variables,
+sensitive_post_parameters, adsync/security/error_reports.py): they hold raw email addresses and
+phone numbers until payloads.py hashes them, and the API's Authorization header holds the secret.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import replace
 from pathlib import Path
 
-from django.db import OperationalError
+from django.db import OperationalError, transaction
+from django.db import connection as db_connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_safe
 
+from adsync.conf import conf
 from adsync.intake import record
 from adsync.intake.adjustments import AdjustmentRefused, adjust
+from adsync.intake.reports import ConversionPayload
 from adsync.models import Adjustment, Conversion, Push, Site, format_conversion_time
-from tracking import accept, http, payloads
+from adsync.sites import api_secrets
+from tracking import accept, http, limits, payloads
 from tracking.group_commit import CommitTimeout
 from tracking.payloads import PayloadError
 from tracking.site_cache import site_for_key
@@ -28,6 +36,9 @@ from tracking.site_cache import site_for_key
 log = logging.getLogger(__name__)
 SNIPPET_PATH = Path(__file__).resolve().parent / "static" / "tracking" / "adsync.js"
 SNIPPET_MAX_AGE = 3600
+BUSY_RETRY_SECONDS = 60  # the commit did not finish in 30 s: the database is struggling
+DATABASE_RETRY_SECONDS = 10  # the database did not answer: usually a restart or a failover, soon over
+INBOX_FULL_RETRY_SECONDS = 60  # the worker drains the inbox every minute
 
 
 @functools.cache
@@ -47,6 +58,8 @@ def snippet(request: HttpRequest) -> HttpResponse:
 
 
 @csrf_exempt
+@sensitive_post_parameters()
+@sensitive_variables("data")
 def collect(request: HttpRequest) -> HttpResponse:
     """POST /t/v1/collect: a click or a conversion reported by the snippet."""
     if request.method == "OPTIONS":
@@ -54,43 +67,77 @@ def collect(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         return http.method_not_allowed("POST", "OPTIONS")
     origin = request.headers.get("Origin")
+    if wait := limits.client_over_limit(request):
+        return http.too_many(wait)
     site: Site | None = None
     try:
         data = payloads.read_json(request)
         site = site_for_key(payloads.site_key(data))
         if site is None:
             raise PayloadError("site", "unknown site key", status=404)
-        if origin is not None and not site.allows_origin(origin):
+        if origin is None:  # every browser sends one with the snippet's call; anything else is not the snippet
+            raise PayloadError("origin", "the Origin header is required: servers report through /api/v1/conversions",
+                               status=403)
+        if not site.allows_origin(origin):
             raise PayloadError("origin", f"{origin[:200]} is not an allowed origin for this site", status=403)
         event = payloads.parse_collect(data, site)
+        if isinstance(event, ConversionPayload):
+            event = signed(site, event, payloads.signature(data))
     except PayloadError as error:
         # Only an allowed origin may read the error; any other gets an opaque CORS failure.
         readable = site is not None and site.allows_origin(origin)
         return http.allow_origin(http.json_error(error.status, error.detail), origin if readable else None)
     except OperationalError as error:  # the site's lookup: database down, or every pooled connection busy
         return busy(origin, error)
+    if wait := limits.site_over_limit(site):
+        return http.allow_origin(http.too_many(wait), origin)
     # Stored by the worker (adsync/intake/inbox.py): the answer says the report was accepted, not what became of it.
     try:
+        if limits.inbox_full(site):
+            log.warning("site %s: the inbox holds %s hits not yet stored; refusing more", site.pk, conf.inbox_cap)
+            return http.allow_origin(http.json_error(503, "inbox: full, try again later", Retry_After=str(
+                INBOX_FULL_RETRY_SECONDS)), origin)
         kind = accept.accept(site, event)
     except accept.SiteGone:
         return http.allow_origin(http.json_error(404, "site: unknown site key"), None)
     except (OperationalError, CommitTimeout) as error:  # database down, or stuck
         return busy(origin, error)
+    limits.accepted(site)
     return http.allow_origin(JsonResponse({"ok": True, "accepted": kind}, status=202), origin)
+
+
+def signed(site: Site, report: ConversionPayload, signature: str) -> ConversionPayload:
+    """The report, marked signed when its signature is valid; a site taking signed conversions only refuses the rest."""
+    if not signature and not site.signed_browser_conversions:
+        return report
+    if site.signed_browser_conversions and report.order_id is None:
+        raise PayloadError("orderId", "is required: this site accepts signed browser conversions only")
+    if api_secrets.valid_signature(site, signature, report.order_id, report.value, report.currency):
+        return replace(report, signed=True)
+    if site.signed_browser_conversions:
+        problem = "does not match this order" if signature else "is required: this site accepts signed conversions only"
+        raise PayloadError("signature", problem, status=403)
+    return report  # a wrong signature on a site that does not ask for one: an unsigned report, as if absent
 
 
 def busy(origin: str | None, error: Exception) -> HttpResponse:
     """The report was not stored: say so, and when the browser may try again (never a bare 500)."""
     log.warning("snippet report refused, not stored: %s: %s", type(error).__name__, error)
-    return http.allow_origin(http.json_error(503, "service: busy, try again later", Retry_After="60"), origin)
+    retry = BUSY_RETRY_SECONDS if isinstance(error, CommitTimeout) else DATABASE_RETRY_SECONDS
+    return http.allow_any_origin(http.json_error(503, "service: busy, try again later", Retry_After=str(retry)))
 
 
 @csrf_exempt
+@sensitive_post_parameters()
+@sensitive_variables("items")
 def api_conversions(request: HttpRequest) -> HttpResponse:
     """POST /api/v1/conversions: one conversion, or {"conversions": [...]} (≤100, all-or-nothing)."""
     if request.method != "POST":
         return http.method_not_allowed("POST")
-    site = http.bearer_site(request)
+    try:
+        site = http.bearer_site(request)
+    except OperationalError as error:
+        return api_busy(error)
     if isinstance(site, HttpResponse):
         return site
     try:
@@ -98,17 +145,48 @@ def api_conversions(request: HttpRequest) -> HttpResponse:
     except PayloadError as error:
         return http.json_error(error.status, error.detail)
     try:
-        results = record.record_conversions(site, items, source=Conversion.SOURCE_SERVER, strict=True)
+        results = store_once_more_on_a_dropped_connection(site, items)
     except record.ConversionRefused as refused:  # Microsoft would refuse them: say so now, store nothing
         return http.json_error(400, [f"conversions[{i}].{field}: {problem}" for i, field, problem in refused.problems]
                                if is_batch else str(refused))
-    out = [{**conversion_json(r.conversion), "created": r.created, "pushes": [push_json(p) for p in r.pushes]}
-           for r in results]
+    except OperationalError as error:
+        return api_busy(error)
+    out = [{**conversion_json(r.conversion), "created": r.created, "replacedBrowserReport": r.replaced,
+            "pushes": [push_json(p) for p in r.pushes]} for r in results]
     status = 201 if any(r.created for r in results) else 200
     return JsonResponse({"conversions": out} if is_batch else out[0], status=status)
 
 
+def store_once_more_on_a_dropped_connection(site: Site, items: list[ConversionPayload]) -> list[record.Recorded]:
+    """record_conversions, tried a second time on a fresh connection if the database dropped the first.
+
+    Only a failure before the commit is retried (nothing was stored); the batch is one transaction,
+    so the retry stores it whole. A failure at the commit itself (stored or not, no one can say)
+    is answered 503: repeating the call with the same order ids is safe (docs/tracking.md).
+    """
+    for attempt in (1, 2):
+        reached_commit = False
+        try:
+            with transaction.atomic():
+                results = record.record_conversions(site, items, source=Conversion.SOURCE_SERVER, strict=True)
+                reached_commit = True
+            return results
+        except OperationalError:
+            if attempt == 2 or reached_commit or db_connection.is_usable():
+                raise
+            log.warning("the database dropped the connection before the commit: storing the API call once more")
+            db_connection.close()
+    raise AssertionError("unreachable")
+
+
+def api_busy(error: Exception) -> HttpResponse:
+    log.warning("API call refused, not stored: %s: %s", type(error).__name__, error)
+    return http.json_error(503, "service: the database is unavailable, try again later",
+                           Retry_After=str(DATABASE_RETRY_SECONDS))
+
+
 @csrf_exempt
+@sensitive_post_parameters()
 def api_conversion_detail(request: HttpRequest, order_id: str) -> HttpResponse:
     """GET /api/v1/conversions/<order id>?event=purchase: what became of a conversion (PATCH, DELETE: adjust it)."""
     if request.method in ("PATCH", "DELETE"):

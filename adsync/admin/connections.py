@@ -37,6 +37,8 @@ from adsync.push import operations, transitions
 from adsync.push.goals import GoalBook
 from adsync.security.roles import OperatorActionsMixin  # actions with permissions=["operate"]: operators only
 
+# Fixed once connected: they change only through the account picker's confirmed switch (adsync/admin/connect.py).
+ACCOUNT_FIELDS = ["site", "account_name", "account_id", "customer_id", "account_number"]
 COUNTED = [(Push.SENT, "card_sent"), (Push.PENDING_IDENTITY, "card_pending_identity"), (Push.ERROR, "card_error"),
            (Push.QUEUED, "card_queued")]
 
@@ -219,6 +221,15 @@ class ConnectionAdmin(OperatorActionsMixin, admin.ModelAdmin):
 
     def get_urls(self):
         return connection_urls(self) + diagnosis_urls(self) + super().get_urls()
+
+    def get_readonly_fields(self, request, obj=None):
+        """A connected connection's account is what the picker chose after Microsoft's sign-in: typing another
+        Account ID would send conversions to an account no one consented for. It changes only through
+        Reconnect and the picker's confirmed switch."""
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None and obj.pk and (obj.account_id or obj.refresh_token):
+            fields += [f for f in ACCOUNT_FIELDS if f not in fields]
+        return fields
 
     def get_fieldsets(self, request, obj=None):
         """View-only staff see every field read-only, which would print the decrypted client secret:

@@ -35,7 +35,8 @@ class PushAdmin(OperatorActionsMixin, admin.ModelAdmin):
     list_display = ["when", "status_badge", "goal", "click_id", "amount", "order_id", "connection_short",
                     "error_summary"]
     list_display_links = ["when"]
-    actions = ["validate_dry_run", "replay_errors", "restate_value", "retract"]
+    actions = ["validate_dry_run", "replay_errors", "restate_value", "retract", "release_held_values",
+               "drop_held_values"]
     list_filter = ["status", "kind", "connection"]
     list_select_related = ["conversion", "connection__site"]
     search_fields = ["=msclkid", "=conversion__order_id"]  # served by get_search_results below
@@ -68,7 +69,7 @@ class PushAdmin(OperatorActionsMixin, admin.ModelAdmin):
         """What the row's page shows, by what happened to the row: Microsoft's answer and adsync's own
         check are labelled apart; a final row shows no next attempt."""
         fields = ["status_badge", "goal_name", "identity", "amount", "conversion_time", "order_id", "event_name",
-                  "connection"]
+                  "source", "connection"]
         if obj is None:
             return fields
         if obj.kind != Push.CONVERSION:
@@ -102,6 +103,18 @@ class PushAdmin(OperatorActionsMixin, admin.ModelAdmin):
                   permissions=["operate"])
     def retract(self, request, queryset):
         return adjustment_action(self, request, queryset, Adjustment.RETRACT)
+
+    @admin.action(description="Release held values: send the selected rows held for review (adsync:value_held)",
+                  permissions=["operate"])
+    def release_held_values(self, request, queryset):
+        count = transitions.release_held_values(queryset)
+        self.message_user(request, f"{count} held row(s) released: queued for the next flush (or waiting for a click "
+                                   f"id). Rows not held for review were left alone.")
+
+    @admin.action(description="Drop held values: never send the selected rows held for review", permissions=["operate"])
+    def drop_held_values(self, request, queryset):
+        count = transitions.drop_held_values(queryset)
+        self.message_user(request, f"{count} held row(s) dropped: they will not be sent (Release still undoes it).")
 
     @admin.display(description="Error from")
     def error_source(self, push: Push) -> str:
@@ -151,6 +164,9 @@ class PushAdmin(OperatorActionsMixin, admin.ModelAdmin):
             return "Nothing to do: this row was called off on purpose and is never sent."
         if not push.error_message:
             return "—"
+        if push.error_symbol in (transitions.VALUE_HELD, transitions.VALUE_DROPPED):
+            return ("Check the order in your shop: if it is real, use the Release held values action; if not, Drop "
+                    "held values. A browser cannot prove a value: signed browser conversions are never held.")
         if push.is_adsync_error and push.status == Push.QUEUED:
             return "Nothing: adsync holds this row and sends it by itself when it may."
         if push.is_adsync_error:

@@ -34,3 +34,7 @@ class ConversionPayload:
     # The visitor's consent signals (adsync/intake/consent.py): "granted", "denied" or "" (none given).
     ad_storage: str = ""
     ad_user_data: str = ""
+    # The snippet's key for the call: a retry of it (the browser saw no answer) is stored once.
+    idempotency_key: str = ""
+    # The client's server signed orderId|value|currency (adsync/sites/api_secrets.py): not held for review.
+    signed: bool = False

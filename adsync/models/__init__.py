@@ -1,6 +1,6 @@
 """adsync's data, one module per kind of row; everything is importable from `adsync.models`.
 
-- sites.py: Site (a client website).
+- sites.py: Site (a client website) and ApiSecret (its server API secrets, hashed).
 - conversions.py: Click and Conversion (what a site reported).
 - adjustments.py: Adjustment (a conversion restated or retracted).
 - inbox.py: Hit (snippet reports accepted, not stored yet).
@@ -10,6 +10,7 @@
 - diagnosis.py: DiagnosisRun (the card's checklist, history kept), GoalReportDay (Microsoft's count per goal and day).
 - staff.py: StaffNotificationPreference.
 - erasures.py: Erasure (the audit line of a "forget this person").
+- keys.py: EncryptionKeyState (whether the key derived from SECRET_KEY is retired).
 """
 
 from adsync.models.adjustments import Adjustment
@@ -19,6 +20,7 @@ from adsync.models.diagnosis import CheckResult, DiagnosisRun, DiagnosisSummary,
 from adsync.models.erasures import Erasure
 from adsync.models.inbox import Hit
 from adsync.models.insights import CampaignInsight
+from adsync.models.keys import EncryptionKeyState
 from adsync.models.pushes import (
     ADSYNC_ERROR_PREFIX,
     Push,
@@ -26,12 +28,12 @@ from adsync.models.pushes import (
     offline_conversion_json,
     request_item_json,
 )
-from adsync.models.sites import Site, hash_api_secret
+from adsync.models.sites import ApiSecret, Site, hash_api_secret
 from adsync.models.staff import StaffNotificationPreference
 
 __all__ = [
-    "ADSYNC_ERROR_PREFIX", "AccountGoal", "Adjustment", "CampaignInsight", "CheckResult", "Click", "Connection",
-    "Conversion", "DiagnosisRun", "DiagnosisSummary", "Erasure", "GoalMapping", "GoalReportDay", "Hit", "Push", "Site",
-    "StaffNotificationPreference", "format_conversion_time", "hash_api_secret", "offline_conversion_json",
-    "request_item_json",
+    "ADSYNC_ERROR_PREFIX", "AccountGoal", "Adjustment", "ApiSecret", "CampaignInsight", "CheckResult", "Click",
+    "Connection", "Conversion", "DiagnosisRun", "DiagnosisSummary", "EncryptionKeyState", "Erasure", "GoalMapping",
+    "GoalReportDay", "Hit", "Push", "Site", "StaffNotificationPreference", "format_conversion_time", "hash_api_secret",
+    "offline_conversion_json", "request_item_json",
 ]

@@ -81,6 +81,9 @@ class Conversion(models.Model):
         null=True, blank=True, help_text="When the site retracted it (a refund or cancellation): never sent again.")
     erased_at = models.DateTimeField(
         null=True, blank=True, help_text="When the person's data was erased on request: only an anonymous line is left.")
+    # The snippet's key for the call that reported a conversion without an order id: a retried call
+    # (the browser did not see the first answer) finds it stored and changes nothing.
+    idempotency_key = models.CharField(max_length=64, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -88,6 +91,9 @@ class Conversion(models.Model):
             models.UniqueConstraint(
                 fields=["site", "event_name", "order_id"], name="conversion_unique_order",
                 condition=Q(order_id__isnull=False),
+            ),
+            models.UniqueConstraint(
+                fields=["site", "idempotency_key"], name="conversion_unique_call", condition=~Q(idempotency_key=""),
             ),
         ]
         indexes = [

@@ -58,7 +58,7 @@ class Push(models.Model):
     RETRACT = Adjustment.RETRACT
     KINDS = [(CONVERSION, "conversion"), (RESTATE, "adjustment: restate"), (RETRACT, "adjustment: retract")]
 
-    # No separate FK indexes: push_once_per_connection leads with conversion, push_due and
+    # No separate FK indexes: push_once_per_source leads with conversion, push_due and
     # push_log_filter with connection. Every index is written on each status change.
     conversion = models.ForeignKey(Conversion, on_delete=models.CASCADE, related_name="pushes", db_index=False)
     connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="pushes", db_index=False)
@@ -74,6 +74,9 @@ class Push(models.Model):
                                    db_index=False)
     adjustment_time = models.DateTimeField(null=True, blank=True, help_text="Sent as AdjustmentTime (adjustments only).")
     click_time = models.DateTimeField(null=True, blank=True, help_text="When the msclkid's click landed, if known.")
+    # Whose report the values above come from. A server report replaces a browser report's push that was
+    # not sent yet, and goes out as a push of its own beside one that was (docs/tracking.md#source-ranks).
+    source = models.CharField(max_length=10, choices=Conversion.SOURCES, default=Conversion.SOURCE_BROWSER)
 
     status = models.CharField(max_length=20, choices=STATUSES, default=QUEUED)
     # Microsoft's answer, verbatim; for adsync's own pre-send checks error_symbol starts with "adsync:",
@@ -102,9 +105,11 @@ class Push(models.Model):
         verbose_name = "sync-log entry"
         verbose_name_plural = "sync-log entries"
         constraints = [
-            models.UniqueConstraint(fields=["conversion", "connection"], name="push_once_per_connection",
+            # One conversion row per connection and source: a server report's beside a sent browser report's
+            # (docs/tracking.md#source-ranks); an adjustment reaches each of them.
+            models.UniqueConstraint(fields=["conversion", "connection", "source"], name="push_once_per_source",
                                     condition=Q(kind="conversion")),
-            models.UniqueConstraint(fields=["adjustment", "connection"], name="push_adjustment_once",
+            models.UniqueConstraint(fields=["adjustment", "connection", "source"], name="push_adjustment_once_per_source",
                                     condition=Q(adjustment__isnull=False)),
             models.UniqueConstraint(fields=["dedupe_key"], name="push_dedupe_key"),
         ]

@@ -1,4 +1,4 @@
-"""A client website: the snippet's public key, the server API secret's hash, allowed origins."""
+"""A client website (the snippet's public key, allowed origins, the browser's limits) and its server API secrets."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import hashlib
 import secrets
 
 from django.db import models
+from django.utils import timezone
 
 
 def new_site_key() -> str:
@@ -25,7 +26,6 @@ class Site(models.Model):
         "public site key", max_length=40, unique=True, default=new_site_key,
         help_text="Public: embedded in the snippet tag on the client's pages.",
     )
-    api_secret_hash = models.CharField(max_length=64, blank=True, editable=False, db_index=True)
     allowed_origins = models.TextField(
         blank=True,
         help_text="One origin per line, e.g. https://shop.example.com. The snippet's calls "
@@ -41,6 +41,18 @@ class Site(models.Model):
         "their click id; a conversion reported without that consent is kept as skipped_no_consent and never sent. "
         "Add data-consent=\"required\" to the snippet tag too (docs/tracking.md, Consent).",
     )
+    # What a browser may report: the site key is public, so anyone can send what the snippet sends
+    # (docs/security.md).
+    browser_value_ceiling = models.DecimalField(
+        "largest browser value", max_digits=15, decimal_places=3, null=True, blank=True,
+        help_text="A conversion the browser reports with a higher value (in any currency) is held for staff to "
+        "release or drop (sync log, adsync:value_held). Empty: no ceiling. Signed conversions are not held.",
+    )
+    signed_browser_conversions = models.BooleanField(
+        "signed browser conversions only", default=False,
+        help_text="Refuse browser conversions without a valid signature: your server signs orderId|value|currency "
+        "with the API secret and the page passes it to trackConversion (docs/tracking.md, signed conversions).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -55,15 +67,31 @@ class Site(models.Model):
     def allows_origin(self, origin: str | None) -> bool:
         return bool(origin) and origin.rstrip("/") in self.origin_list()
 
-    def rotate_api_secret(self) -> str:
-        """Issue a new server API secret; only its hash is kept, so show the return value once."""
-        secret = "sk_" + secrets.token_urlsafe(32)
-        self.api_secret_hash = hash_api_secret(secret)
-        self.save(update_fields=["api_secret_hash"])
-        return secret
 
-    @classmethod
-    def for_api_secret(cls, secret: str) -> Site | None:
-        if not secret:
-            return None
-        return cls.objects.filter(api_secret_hash=hash_api_secret(secret)).first()
+class ApiSecret(models.Model):
+    """A server API secret of a site, kept as its SHA-256 only (shown once, when issued).
+
+    Two may be active at once, so a client can move to a new secret before the old one is
+    revoked (adsync/sites/api_secrets.py issues, revokes and checks them).
+    """
+
+    MAX_ACTIVE = 2
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="api_secrets")
+    secret_hash = models.CharField(max_length=64, unique=True, editable=False)
+    hint = models.CharField(max_length=12, editable=False,
+                            help_text="The secret's first characters, to tell secrets apart; not enough to use it.")
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True, help_text="Updated at most every 5 minutes.")
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "server API secret"
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.hint}…"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

@@ -7,13 +7,19 @@ A push (a sync-log row) moves through these states:
        │          │  └── retry (transient failure, backoff) / hold (not yet sendable) / release
        │          └────► error (Microsoft refused it, adsync's pre-send check, or too many attempts)
        ├──► pending_identity ──► queued (a click learned later) / error (90-day window closed)
-       └──► skipped_no_consent (final: the visitor gave no ad storage consent)
+       ├──► skipped_no_consent (final: the visitor gave no ad storage consent)
+       └──► error adsync:value_held (a browser value above the site's ceiling) ──► queued / pending_identity
+                  (Release) or error adsync:value_dropped (Drop)
                   error ──► queued (Replay, or a fixed Goal Name)
     queued (unclaimed), pending_identity, error ──► cancelled (final: retracted before sending)
     queued, pending_identity ──► cancelled (final: the person's data was erased)
 
 An adjustment of a sent conversion is a row of its own (kind restate or retract), created queued,
 and follows the same edges; it is cancelled when the conversion it adjusts never reached Microsoft.
+
+A browser report's push that was not sent yet takes a server report of the same order in place
+(any state but sent, and not claimed by a flush); beside one that was sent, the server report gets
+a push of its own (`take_server_report`, docs/tracking.md#source-ranks).
 
 Each edge is one function here, written with filter(...).update(...) under the condition it
 checked, so a row's state only moves as this module allows and a constant number of queries
@@ -104,7 +110,7 @@ def create_pushes(conversion: Conversion, mappings: list[GoalMapping] | None = N
             conversion=conversion, connection=mapping.connection, goal_name=mapping.goal_name,
             msclkid=conversion.msclkid, hashed_email=conversion.hashed_email, hashed_phone=conversion.hashed_phone,
             value=conversion.value, currency=conversion.currency, conversion_time=conversion.occurred_at,
-            click_time=conversion.click_time,
+            click_time=conversion.click_time, source=conversion.source,
             status=initial_status(conversion, mapping.connection, enhanced.get(mapping.pk)),
             next_attempt_at=now, created_at=now, updated_at=now,
         )
@@ -116,6 +122,86 @@ def create_pushes(conversion: Conversion, mappings: list[GoalMapping] | None = N
             push.error_symbol = ADSYNC_ERROR_PREFIX + "no_consent"
             push.error_message = NO_CONSENT_REASONS[conversion.consent]
     return Push.objects.bulk_create(pushes, ignore_conflicts=True)
+
+
+# --- A server report replaces a browser report (docs/tracking.md#source-ranks) ---------------------
+
+DUPLICATE_REASON = ("Another conversion was already sent or queued for this goal, click and second: Microsoft would "
+                    "ignore this one as a duplicate.")
+
+
+def take_server_report(conversion: Conversion) -> list[Push]:
+    """`conversion` now holds a server report that outranked its browser report: its pushes follow.
+
+    A browser push not sent yet (queued and not claimed by a flush, pending_identity, error,
+    skipped_no_consent) takes the server's values in place and starts afresh. A sent one, or one a
+    flush is sending right now, stays as it is, and the server report gets a push of its own beside
+    it (create_pushes); if that one's goal, click and second equal the sent one's, it is not
+    created: Microsoft would ignore it. Should the flush's attempt of the browser push fail,
+    BatchOutcome.write retires it (`_retire_replaced`). Cancelled rows and adjustments stay as they are.
+    """
+    now = timezone.now()
+    mappings = list(GoalMapping.objects.filter(connection__site_id=conversion.site_id, event_name=conversion.event_name)
+                    .select_related("connection"))
+    enhanced = {m.connection_id: flag for m in mappings for pk, flag in _goal_enhanced(conversion, mappings).items()
+                if pk == m.pk}
+    replaceable = Push.objects.filter(_not_claimed(now), conversion=conversion, kind=Push.CONVERSION,
+                                      source=Conversion.SOURCE_BROWSER).exclude(status__in=(Push.SENT, Push.CANCELLED))
+    for push in replaceable.select_related("connection").only("id", "goal_name", "connection",
+                                                                 "connection__enhanced_conversions"):
+        push.msclkid, push.hashed_email, push.hashed_phone = conversion.msclkid, conversion.hashed_email, \
+            conversion.hashed_phone
+        push.conversion_time, push.click_time = conversion.occurred_at, conversion.click_time
+        key = push.compute_dedupe_key()
+        status = initial_status(conversion, push.connection, enhanced.get(push.connection_id))
+        fields = {"status": status, "error_code": None, "error_symbol": "", "error_message": ""}
+        if status == Push.SKIPPED_NO_CONSENT:
+            fields.update(error_symbol=ADSYNC_ERROR_PREFIX + "no_consent", error_message=NO_CONSENT_REASONS[
+                conversion.consent])
+        elif key and Push.objects.filter(dedupe_key=key).exclude(pk=push.pk).exists():
+            key, fields = None, {"status": Push.ERROR, "error_code": None,
+                                 "error_symbol": ADSYNC_ERROR_PREFIX + "duplicate", "error_message": DUPLICATE_REASON}
+        replaceable.filter(pk=push.pk).update(
+            source=conversion.source, msclkid=push.msclkid, hashed_email=push.hashed_email,
+            hashed_phone=push.hashed_phone, value=conversion.value, currency=conversion.currency,
+            conversion_time=push.conversion_time, click_time=push.click_time, dedupe_key=key, attempts=0,
+            tracking_id="", sent_at=None, next_attempt_at=now, updated_at=now, **fields, **_UNCLAIM)
+    return create_pushes(conversion, mappings)  # beside the sent (or in-flight) ones, and for goals mapped since
+
+
+# --- created → error adsync:value_held → released / dropped ---------------------------------------------
+
+VALUE_HELD = ADSYNC_ERROR_PREFIX + "value_held"
+VALUE_DROPPED = ADSYNC_ERROR_PREFIX + "value_dropped"
+DROPPED_REASON = "Dropped by staff after review: never sent to Microsoft."
+_REVIEWED = (VALUE_HELD, VALUE_DROPPED)
+
+
+def hold_for_review(conversion: Conversion, reason: str) -> int:
+    """The conversion's new pushes wait for staff (Release or Drop) instead of going out."""
+    return Push.objects.filter(conversion=conversion, status__in=(Push.QUEUED, Push.PENDING_IDENTITY)).update(
+        status=Push.ERROR, error_code=None, error_symbol=VALUE_HELD, error_message=reason, updated_at=timezone.now())
+
+
+def release_held_values(pushes: QuerySet[Push]) -> int:
+    """Staff vouch for held (or dropped) rows: queued if Microsoft can match them, else pending_identity."""
+    now = timezone.now()
+    held = list(pushes.filter(status=Push.ERROR, error_symbol__in=_REVIEWED).select_related("connection").only(
+        "id", "msclkid", "hashed_email", "hashed_phone", "connection__enhanced_conversions"))
+    for push in held:
+        matchable = push.msclkid or (push.connection.enhanced_conversions and (push.hashed_email or push.hashed_phone))
+        push.status = Push.QUEUED if matchable else Push.PENDING_IDENTITY
+        push.error_code, push.error_symbol, push.error_message = None, "", ""
+        push.attempts, push.next_attempt_at, push.updated_at = 0, now, now
+    Push.objects.bulk_update(held, ["status", "error_code", "error_symbol", "error_message", "attempts",
+                                    "next_attempt_at", "updated_at"], batch_size=500)
+    return len(held)
+
+
+def drop_held_values(pushes: QuerySet[Push]) -> int:
+    """Staff judged held rows false: they stay unsent for good (Release still undoes it)."""
+    return pushes.filter(status=Push.ERROR, error_symbol=VALUE_HELD).update(
+        error_symbol=VALUE_DROPPED, error_message=DROPPED_REASON, updated_at=timezone.now())
 
 
 # --- pending_identity → queued / error ---------------------------------------------------------------
@@ -151,10 +237,11 @@ def expire_pending_identity(now: datetime | None = None) -> int:
 def replay(pushes: QuerySet[Push]) -> int:
     """Re-queue `error` rows still inside Microsoft's 90-day window; returns how many.
 
-    A retracted conversion's rows stay as they are: the site called the conversion off."""
+    A retracted conversion's rows stay as they are: the site called the conversion off; rows held for review
+    (a browser value above the site's ceiling) too: Release decides them."""
     now = timezone.now()
     return pushes.filter(status=Push.ERROR, conversion_time__gte=now - MICROSOFT_WINDOW).exclude(
-        kind=Push.CONVERSION, conversion__retracted_at__isnull=False).update(
+        kind=Push.CONVERSION, conversion__retracted_at__isnull=False).exclude(error_symbol__in=_REVIEWED).update(
         status=Push.QUEUED, attempts=0, next_attempt_at=now, updated_at=now, **_UNCLAIM, **_RESET_ERROR)
 
 
@@ -258,14 +345,16 @@ def possibly_at_microsoft(conversion: Conversion) -> list[Push]:
 def create_adjustment_pushes(adjustment: Adjustment, originals: list[Push]) -> int:
     """One queued row per original the adjustment must reach, naming it exactly as it was sent.
 
-    A repeat of the same adjustment finds its rows already there (push_adjustment_once)."""
+    A repeat of the same adjustment finds its rows already there (push_adjustment_once_per_source). A
+    conversion a server report replaced after its browser report was sent has two originals per
+    connection (docs/tracking.md#source-ranks): the adjustment reaches both."""
     now = timezone.now()
     restate = adjustment.kind == Adjustment.RESTATE
     rows = [
         Push(conversion_id=original.conversion_id, connection_id=original.connection_id, kind=adjustment.kind,
              adjustment=adjustment, adjustment_time=adjustment.adjusted_at, goal_name=original.goal_name,
              msclkid=original.msclkid, hashed_email=original.hashed_email, hashed_phone=original.hashed_phone,
-             conversion_time=original.conversion_time, click_time=original.click_time,
+             conversion_time=original.conversion_time, click_time=original.click_time, source=original.source,
              value=adjustment.value if restate else None, currency=adjustment.currency if restate else "",
              status=Push.QUEUED, next_attempt_at=now, created_at=now, updated_at=now)
         for original in originals
@@ -382,4 +471,20 @@ class BatchOutcome:
                                    **unclaim)
         for next_attempt_at, ids in self.released.items():
             counts.requeued += self._rows(ids).update(next_attempt_at=next_attempt_at, **unclaim)
+        waiting = [pk for groups in (self.retried, self.held, self.released) for ids in groups.values() for pk in ids]
+        if waiting:
+            _retire_replaced(waiting)
         return counts
+
+
+REPLACED_REASON = ("A server report of the same order arrived while a flush was sending this browser report, which "
+                   "failed: the server report's own push goes out instead.")
+
+
+def _retire_replaced(ids: list[int]) -> int:
+    """Browser pushes a server report outranked while a flush was sending them, and not sent: never retried."""
+    return Push.objects.filter(id__any=ids, status=Push.QUEUED, kind=Push.CONVERSION,
+                               source=Conversion.SOURCE_BROWSER).exclude(
+        conversion__source=Conversion.SOURCE_BROWSER).update(
+        status=Push.ERROR, error_code=None, error_symbol=ADSYNC_ERROR_PREFIX + "replaced",
+        error_message=REPLACED_REASON, updated_at=timezone.now())

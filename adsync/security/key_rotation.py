@@ -3,15 +3,19 @@
 Rotation: put the new key first in ADSYNC_ENCRYPTION_KEY (keep the old ones after it), deploy,
 run `manage.py rotate_encryption`, then drop the old keys. The ciphertext is read and written
 raw (never decrypted into Python objects or logs) and swapped only if no one changed it in between.
+The first run after ADSYNC_ENCRYPTION_KEY was set also moves the values written under the key
+derived from SECRET_KEY, then retires that key (adsync/security/crypto.py).
 """
 
 from __future__ import annotations
 
+from cryptography.fernet import InvalidToken
 from django.apps import apps
 from django.db import models
 from django.db.models import Value
 from django.db.models.functions import Cast
 
+from adsync.conf import conf
 from adsync.security import crypto
 from adsync.security.crypto import EncryptedTextField
 
@@ -37,5 +41,20 @@ def rotate_field(model: type[models.Model], name: str) -> int:
 
 
 def rotate_all() -> dict[str, int]:
-    """{"app.Model.field": values rewritten} for every encrypted column."""
-    return {f"{model._meta.label}.{name}": rotate_field(model, name) for model, name in encrypted_fields()}
+    """{"app.Model.field": values rewritten} for every encrypted column; then, if every value now reads
+    with ADSYNC_ENCRYPTION_KEY alone, the derived fallback keys are retired."""
+    counts = {f"{model._meta.label}.{name}": rotate_field(model, name) for model, name in encrypted_fields()}
+    if conf.encryption_keys and all(readable_with_configured_keys(model, name) for model, name in encrypted_fields()):
+        crypto.retire_derived_key()
+    return counts
+
+
+def readable_with_configured_keys(model: type[models.Model], name: str) -> bool:
+    raw = Cast(name, output_field=models.TextField())
+    values = model._default_manager.exclude(**{name: ""}).annotate(raw=raw).values_list("raw", flat=True)
+    try:
+        for ciphertext in values.iterator():
+            crypto.fernet().decrypt(ciphertext.encode())
+    except InvalidToken:
+        return False
+    return True

@@ -3,18 +3,21 @@
 - No public sign-up: staff accounts are created by a superuser (admin or `createsuperuser`).
 - The admin's own login page hands over to allauth's, so there is one sign-in page with MFA.
 - With ADSYNC_REQUIRE_MFA on, staff without an authenticator app are sent to set one up
-  before any admin page opens. The tracking endpoints (/t/, /api/, /demo/, /emulator/) never
-  pass through any of this: only paths under the admin are checked.
+  before any admin page opens. The tracking endpoints (/t/, /api/) never pass through any of
+  this: only paths under the admin are checked, and staff pages elsewhere (the emulator's status
+  page) use `staff_page`, which applies the same two rules.
 """
 
 from __future__ import annotations
 
+import functools
 from urllib.parse import urlencode
 
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.mfa.models import Authenticator
 from allauth.mfa.utils import is_mfa_enabled
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
+from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
@@ -71,6 +74,25 @@ def needs_mfa_enrolment(user) -> bool:
     return not is_mfa_enabled(user, [Authenticator.Type.TOTP])
 
 
+def mfa_setup(request: HttpRequest) -> HttpResponse:
+    """To allauth's authenticator setup, then back to where the staff member was going."""
+    query = urlencode({REDIRECT_FIELD_NAME: request.get_full_path()})
+    return redirect(f"{reverse('mfa_activate_totp')}?{query}")
+
+
+def staff_page(view):
+    """A staff page outside the admin, under the admin's rules: signed in through allauth (with its MFA step
+    for staff who have an authenticator), and with ADSYNC_REQUIRE_MFA, an authenticator set up first."""
+    protected = staff_member_required(view)
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if needs_mfa_enrolment(request.user):
+            return mfa_setup(request)
+        return protected(request, *args, **kwargs)
+    return wrapper
+
+
 class RequireStaffMFAMiddleware:
     """Sends staff without TOTP to allauth's setup page before any admin page (ADSYNC_REQUIRE_MFA).
 
@@ -83,8 +105,7 @@ class RequireStaffMFAMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if self._blocks(request):
-            query = urlencode({REDIRECT_FIELD_NAME: request.get_full_path()})
-            return redirect(f"{reverse('mfa_activate_totp')}?{query}")
+            return mfa_setup(request)
         return self.get_response(request)
 
     @staticmethod

@@ -14,6 +14,7 @@ from adsync.intake import inbox, matching
 from adsync.models import AccountGoal, Connection, Push
 from adsync.push import goals, maintenance, operations, transitions
 from adsync.push.flush import flush_connection
+from adsync.sites import api_secrets
 from tests.conftest import APPLY_URL, GOALS_URL, TOKEN_URL, bulk_queue, form_fields
 
 pytestmark = pytest.mark.django_db
@@ -466,7 +467,7 @@ def test_a_landing_reported_after_an_offline_sale_queues_that_sale(client, site,
 
 def test_a_lead_with_a_click_id_queues_the_same_persons_earlier_ingested_sale(client, site, connection):
     """The CRM sends the sale first (email only), then the lead form that carried the msclkid."""
-    secret = site.rotate_api_secret()
+    secret = api_secrets.issue(site)
     now = timezone.now().replace(microsecond=0)
 
     def post(body):

@@ -25,6 +25,7 @@ from adsync.intake import record as ingest
 from adsync.intake.reports import ConversionPayload
 from adsync.models import Click, Connection, Conversion, GoalMapping, Hit, Push, Site
 from adsync.push import transitions
+from adsync.sites import api_secrets
 
 pytestmark = pytest.mark.django_db
 
@@ -71,7 +72,7 @@ def goal(shop, make_goal) -> Connection:
 
 @pytest.fixture
 def secret(shop) -> str:
-    return shop.rotate_api_secret()
+    return api_secrets.issue(shop)
 
 
 def make_click(site: Site, visitor_id: str = "visitor-1", msclkid: str = MSCLKID, **kwargs) -> Click:
@@ -316,12 +317,15 @@ def test_an_origin_allowed_for_another_site_is_refused(client, shop, make_shop):
     assert nothing_stored()
 
 
-def test_a_call_without_origin_is_accepted(client, shop):
-    """Not a browser CORS call (curl, a same-origin tool): there is no origin to check."""
+def test_a_call_without_origin_is_refused_and_nothing_is_stored(client, shop):
+    """Every browser sends Origin with the snippet's call: one without it is a script, not the snippet (servers
+    report through the authenticated API)."""
     response = collect(client, conversion_body(shop), origin=None)
 
-    assert response.status_code == 202
-    assert "Access-Control-Allow-Origin" not in response
+    assert response.status_code == 403
+    assert response.json() == {"error": "origin: the Origin header is required: servers report through "
+                                        "/api/v1/conversions"}
+    assert not Hit.objects.exists()
 
 
 def test_a_validation_error_is_readable_by_an_allowed_origin(client, shop):
@@ -586,7 +590,7 @@ def test_the_api_requires_a_bearer_secret(client, shop, secret):
 
 def test_the_secret_decides_the_site(client, shop, make_shop):
     other = make_shop()
-    other_secret = other.rotate_api_secret()
+    other_secret = api_secrets.issue(other)
 
     api(client, other_secret, {"event": "purchase", "orderId": "A-1"})
 
@@ -811,7 +815,7 @@ def test_reading_back_needs_the_event_when_the_order_id_is_shared(client, shop, 
 
 def test_reading_back_is_404_for_unknown_or_other_sites_orders(client, shop, secret, make_shop):
     other = make_shop()
-    other_secret = other.rotate_api_secret()
+    other_secret = api_secrets.issue(other)
     api(client, other_secret, {"event": "purchase", "orderId": "theirs"})
 
     response = client.get("/api/v1/conversions/theirs", headers={"Authorization": f"Bearer {secret}"})

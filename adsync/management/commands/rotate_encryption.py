@@ -2,6 +2,7 @@
 
 from django.core.management.base import BaseCommand
 
+from adsync.security import crypto
 from adsync.security.key_rotation import rotate_all
 
 
@@ -12,3 +13,6 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         for label, count in rotate_all().items():
             self.stdout.write(f"{label}: {count} value(s) re-encrypted")
+        if crypto.derived_key_retired():
+            self.stdout.write("Every stored secret is under ADSYNC_ENCRYPTION_KEY: the key derived from SECRET_KEY "
+                              "is retired and decrypts nothing any more.")
