@@ -22,7 +22,7 @@ import queue
 import threading
 from collections.abc import Callable
 
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, OperationalError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.utils import load_backend
 
@@ -139,7 +139,7 @@ class GroupWriter:
             # This thread never sees a request's end, where Django drops broken connections.
             self._db.close_if_unusable_or_obsolete()
             try:
-                self.write_rows([waiting.row for waiting in batch], self._db)
+                self._write_rows_on_a_live_connection([waiting.row for waiting in batch])
             except IntegrityError:
                 if len(batch) == 1:
                     raise
@@ -158,3 +158,17 @@ class GroupWriter:
             self.rows += len(batch)
             for waiting in batch:
                 waiting.done.release()
+
+    def _write_rows_on_a_live_connection(self, rows: list[tuple]) -> None:
+        """Write; if the database dropped the writer's connection (a restart, a failover, an administrator
+        ending it), write once more on a new one instead of failing every request of the batch.
+
+        Should the dropped connection have committed the rows just before it went (the answer lost on
+        the way), they are in the inbox twice: the snippet's idempotency key stores them once."""
+        try:
+            self.write_rows(rows, self._db)
+        except OperationalError:
+            if self._db.connection is None or self._db.is_usable():
+                raise
+            self._db.close()
+            self.write_rows(rows, self._db)

@@ -58,7 +58,7 @@ def test_the_snippet_file_is_read_once(client):
 def test_the_snippet_is_small_ascii_and_never_logs_errors():
     source = SNIPPET.read_bytes()
 
-    assert len(source) < 8 * 1024  # unminified, so minified is smaller still
+    assert len(source) < 8 * 1024  # unminified (about 3.3 KB gzipped), so minified is smaller still
     assert source.isascii()
     text = source.decode()
     assert "console.error" not in text and "console.log" not in text and "console.warn" not in text
@@ -94,17 +94,26 @@ const document = {
 };
 const location = new URL(cfg.url);
 const answer = cfg.answer === undefined ? { ok: true } : cfg.answer;
+const replies = (cfg.replies || []).slice();  // [{status, retryAfter, json}] or "rejects", one per call, then `answer`
+const started = Date.now();
 const fetch = cfg.fetch === 'missing' ? undefined : function (url, init) {
   calls.push({ url, method: init.method, keepalive: init.keepalive, credentials: init.credentials,
-               headers: init.headers, body: JSON.parse(init.body) });
+               headers: init.headers, body: JSON.parse(init.body), at: Date.now() - started });
   if (cfg.fetch === 'throws') throw new TypeError('fetch exploded');
   if (cfg.fetch === 'rejects') return Promise.reject(new TypeError('Failed to fetch'));
   if (cfg.fetch === 'html') return Promise.resolve({ json: () => Promise.reject(new SyntaxError('not JSON')) });
-  return Promise.resolve({ json: () => Promise.resolve(answer) });
+  const reply = replies.length ? replies.shift() : null;
+  if (reply === 'rejects') return Promise.reject(new TypeError('Failed to fetch'));
+  if (reply) return Promise.resolve({ status: reply.status, headers: { get: (n) => (n === 'Retry-After' ?
+    (reply.retryAfter === undefined ? null : String(reply.retryAfter)) : null) },
+    json: () => Promise.resolve(reply.json || { error: 'x' }) });
+  return Promise.resolve({ status: 202, headers: { get: () => null }, json: () => Promise.resolve(answer) });
 };
+const storage = Object.assign({}, cfg.storage || {});
+const localStorage = { getItem: (k) => (k in storage ? storage[k] : null), setItem: (k, v) => { storage[k] = String(v); } };
 const console = { debug: (...a) => debugs.push(a.join(' ')), error: (...a) => errors.push(a.join(' ')),
                   warn: (...a) => errors.push(a.join(' ')), log: (...a) => errors.push(a.join(' ')) };
-const window = {};
+const window = cfg.noStorage ? {} : { localStorage };
 if (cfg.preQueue) {
   window.adsync = window.adsync || { q: [] };
   window.adsync.trackConversion = window.adsync.trackConversion || function () { window.adsync.q.push(arguments); };
@@ -119,8 +128,9 @@ process.on('unhandledRejection', (e) => { errors.push('unhandled rejection: ' + 
   const results = [];
   for (const args of cfg.calls || []) results.push(await window.adsync.trackConversion(...args));
   if (cfg.lateQueue) for (const args of cfg.lateQueue) window.adsync.q.push(args);
-  await new Promise((r) => setTimeout(r, 10));
-  process.stdout.write(JSON.stringify({ thrown, results, calls, writes, jar, debugs, errors }));
+  await new Promise((r) => setTimeout(r, cfg.waitMs || 10));
+  process.stdout.write(JSON.stringify({ thrown, results, calls, writes, jar, debugs, errors, storage }));
+  process.exit(0);  // retries still scheduled are the next page's
 })();
 """
 
@@ -159,6 +169,7 @@ def test_a_landing_with_msclkid_stores_it_for_90_days_and_reports_the_click(tmp_
     assert call["url"] == "https://adsync.example/t/v1/collect"
     assert (call["method"], call["keepalive"], call["credentials"]) == ("POST", True, "omit")
     assert call["headers"] == {"Content-Type": "text/plain"}
+    assert re.fullmatch(r"[0-9a-f]{32}", call["body"].pop("idempotencyKey"))
     assert call["body"] == {"type": "click", "msclkid": MSCLKID, "url": url, "site": "pk_demo", "visitorId": vid}
 
 
@@ -197,6 +208,7 @@ def test_track_conversion_posts_the_stored_click_and_visitor_and_resolves_to_the
     ])
 
     assert page["results"] == [answer]
+    assert re.fullmatch(r"[0-9a-f]{32}", page["calls"][0]["body"].pop("idempotencyKey"))
     assert page["calls"][0]["body"] == {
         "type": "conversion", "event": "purchase", "orderId": "A-1", "value": 49.9, "currency": "USD",
         "msclkid": MSCLKID, "email": "customer@example.com", "phone": "+14255551234",
@@ -248,6 +260,88 @@ def test_a_failing_endpoint_resolves_to_null_without_an_error_in_the_page(tmp_pa
     assert page["results"] == [None]
     assert page["errors"] == []  # no console.error, no unhandled rejection
     assert page["debugs"]
+
+
+# --- Retries: a call that failed is sent again, once it may be, and stored once ----------------------------
+
+def retry_queue(page: dict) -> list[dict]:
+    return json.loads(page["storage"].get("adsync_retry", "[]"))
+
+
+@needs_node
+def test_every_call_carries_its_own_idempotency_key(tmp_path):
+    page = run_page(tmp_path, calls=[["purchase", {"orderId": "A-1"}], ["purchase", {"orderId": "A-1"}]])
+
+    keys = [call["body"]["idempotencyKey"] for call in page["calls"]]
+    assert len(set(keys)) == 2 and all(re.fullmatch(r"[0-9a-f]{32}", key) for key in keys)
+
+
+@needs_node
+@pytest.mark.parametrize("status", [503, 429])
+def test_a_busy_answer_is_retried_after_its_retry_after_with_the_same_key_and_no_email_or_phone(tmp_path, status):
+    page = run_page(tmp_path, replies=[{"status": status, "retryAfter": 1}], waitMs=1600, calls=[
+        ["purchase", {"orderId": "A-1", "value": 49.9, "signature": "ab" * 32}, {"email": "a@example.com",
+                                                                                 "phone": "+14255551234"}]])
+
+    first, again = page["calls"]
+    assert again["at"] - first["at"] >= 1000  # Retry-After: 1
+    assert again["body"] == {k: v for k, v in first["body"].items() if k not in ("email", "phone")}
+    assert again["body"]["idempotencyKey"] == first["body"]["idempotencyKey"]  # stored once however often sent
+    assert page["results"] == [{"error": "x"}]  # the first answer, as before
+    assert retry_queue(page) == []  # sent: nothing left to retry
+    assert page["errors"] == []
+
+
+@needs_node
+def test_a_call_that_never_reached_adsync_waits_in_local_storage_for_the_next_page(tmp_path):
+    first = run_page(tmp_path, replies=["rejects"], calls=[["purchase", {"orderId": "A-2"}, {"email": "a@x.com"}]])
+    [waiting] = retry_queue(first)
+    assert waiting["b"]["orderId"] == "A-2" and "email" not in waiting["b"]  # never written to the visitor's disk
+    assert waiting["t"] == 1 and waiting["at"] - waiting["x"] < 0
+
+    waiting["at"] = 0  # its time has come when the visitor opens the next page
+    second = run_page(tmp_path, storage={"adsync_retry": json.dumps([waiting])})
+
+    [resent] = second["calls"]
+    assert resent["body"] == waiting["b"]
+    assert retry_queue(second) == []
+
+
+@needs_node
+@pytest.mark.parametrize("status", [400, 403, 404, 413])
+def test_a_refused_call_is_not_retried(tmp_path, status):
+    page = run_page(tmp_path, replies=[{"status": status}], calls=[["purchase", {"orderId": "A-3"}]])
+
+    assert len(page["calls"]) == 1 and retry_queue(page) == []
+
+
+@needs_node
+def test_the_retry_queue_is_bounded_by_size_tries_and_age(tmp_path):
+    now_ms = 1_000_000_000_000_000  # far in the future: every entry below is due, none expired by the clock alone
+    stale = [{"b": {"type": "conversion", "event": "e", "orderId": f"old{i}"}, "t": 1, "at": 0, "x": 1} for i in range(3)]
+    spent = [{"b": {"type": "conversion", "event": "e", "orderId": "spent"}, "t": 6, "at": 0, "x": now_ms}]
+    page = run_page(tmp_path, storage={"adsync_retry": json.dumps(stale + spent)}, replies=[{"status": 503}],
+                    calls=[["purchase", {"orderId": f"N-{i}"}] for i in range(25)],
+                    answer={"error": "busy"})
+
+    sent = [call["body"].get("orderId") for call in page["calls"]]
+    assert "old0" not in sent  # expired after a day: dropped unsent
+    assert sent[0] == "spent"  # its sixth try...
+    assert "spent" not in [entry["b"]["orderId"] for entry in retry_queue(page)]  # ...was its last
+
+
+@needs_node
+def test_the_calls_retried_are_at_most_the_last_twenty(tmp_path):
+    page = run_page(tmp_path, replies=[{"status": 503}] * 25, calls=[["purchase", {"orderId": f"N-{i}"}] for i in range(25)])
+
+    assert [entry["b"]["orderId"] for entry in retry_queue(page)] == [f"N-{i}" for i in range(5, 25)]
+
+
+@needs_node
+def test_without_local_storage_a_failed_call_still_resolves_to_null_quietly(tmp_path):
+    page = run_page(tmp_path, noStorage=True, fetch="rejects", calls=[["purchase", {"orderId": "A-4"}]])
+
+    assert (page["results"], page["errors"], page["thrown"]) == ([None], [], None)
 
 
 @needs_node

@@ -1,15 +1,14 @@
-/* adsync snippet v1: keeps the Microsoft Ads click id (msclkid) in a first-party cookie and
-   reports conversions. <script async src="https://ADSYNC/t/v1/adsync.js" data-site="KEY"></script>
-   With data-consent="required" it stores nothing until adsync.consent({adStorage: 'granted'}) or
-   UET's queued consent allows it. Never throws into the page: failures end in console.debug. */
+/* adsync snippet v1 (docs/tracking.md): keeps the Microsoft Ads click id in a first-party cookie,
+   reports clicks and conversions, retries failed calls (Retry-After honoured, one idempotencyKey
+   per call). With data-consent="required" it stores nothing until consent allows it.
+   Never throws into the page: failures end in console.debug. */
 (function (w, d) {
   'use strict';
   var a = w.adsync = w.adsync || {};
   if (a.loaded) return;
   a.loaded = true;
 
-  var ID = /^[A-Za-z0-9_-]{1,100}$/;
-  var VID = /^[A-Za-z0-9_-]{1,64}$/;
+  var ID = /^[A-Za-z0-9_-]{1,100}$/, VID = /^[A-Za-z0-9_-]{1,64}$/, QK = 'adsync_retry';
   var site = '', endpoint = '', vid = '', clk = '', landed = '', required = false;
   var told = { s: '', u: '' };  // adStorage, adUserData as the page said: 'granted', 'denied' or ''
 
@@ -32,11 +31,11 @@
   }
 
   function randomId() {
-    var b = new Uint8Array(16), s = '';
+    var b = new Uint8Array(16), s = '', i;
     try { crypto.getRandomValues(b); } catch (e) {
-      for (var i = 0; i < 16; i++) b[i] = Math.random() * 256;
+      for (i = 0; i < 16; i++) b[i] = Math.random() * 256;
     }
-    for (var j = 0; j < 16; j++) s += (b[j] + 256).toString(16).slice(1);
+    for (i = 0; i < 16; i++) s += (b[i] + 256).toString(16).slice(1);
     return s;
   }
 
@@ -72,31 +71,61 @@
   // Not told: allowed unless the tag says consent is required.
   function allows(v) { return v ? v === 'granted' : !required; }
 
-  function send(body) {
+  // Retry queue in localStorage, only while ad storage is allowed: at most 20 calls
+  // ({b: body without email/phone, t: tries, at: due, x: expiry}), 6 tries, 1 day.
+  function queue(q) {
     try {
-      if (!site || !endpoint || typeof fetch !== 'function') {
-        debug('no site key or no fetch; nothing sent');
-        return Promise.resolve(null);
-      }
-      body.site = site;
-      if (vid) body.visitorId = vid;
-      // text/plain keeps this a CORS "simple request": no preflight round trip.
-      return fetch(endpoint, {
-        method: 'POST', body: JSON.stringify(body), keepalive: true, credentials: 'omit',
-        headers: { 'Content-Type': 'text/plain' }
-      }).then(function (r) { return r.json(); })
-        .catch(function (e) { debug(e); return null; });
-    } catch (e) {
-      debug(e);
-      return Promise.resolve(null);
+      if (q) w.localStorage.setItem(QK, JSON.stringify(q.slice(-20)));
+      else q = JSON.parse(w.localStorage.getItem(QK)) || [];
+    } catch (e) { q = []; }
+    return q;
+  }
+
+  function later(body, tries, wait) {
+    if (tries > 5 || !allows(storage())) return;
+    var ms = (wait > 0 ? wait : 2 << tries) * 1000, b = {}, k, q = queue();
+    for (k in body) if (k !== 'email' && k !== 'phone') b[k] = body[k];
+    q.push({ b: b, t: tries + 1, at: Date.now() + ms, x: Date.now() + 864e5 });
+    queue(q);
+    setTimeout(retry, ms + 50);
+  }
+
+  function retry() {
+    var q = queue(), now = Date.now(), due = [], keep = [];
+    for (var i = 0; i < q.length; i++) {
+      if (q[i] && q[i].x > now) (q[i].at > now ? keep : due).push(q[i]);
     }
+    if (keep.length) setTimeout(retry, keep[0].at - now + 50);
+    if (due.length) queue(keep);
+    for (var j = 0; j < due.length; j++) post(due[j].b, due[j].t);
+  }
+
+  // text/plain keeps this a CORS "simple request": no preflight round trip.
+  function post(body, tries) {
+    return fetch(endpoint, {
+      method: 'POST', body: JSON.stringify(body), keepalive: true, credentials: 'omit',
+      headers: { 'Content-Type': 'text/plain' }
+    }).then(function (r) {
+      if (r.status === 429 || r.status >= 500) later(body, tries, +(r.headers && r.headers.get('Retry-After')));
+      return r.json();
+    }, function (e) { later(body, tries, 0); throw e; })
+      .catch(function (e) { debug(e); return null; });
+  }
+
+  // Callers catch what this throws.
+  function send(body) {
+    if (!site || !endpoint || typeof fetch !== 'function') throw 'not configured; nothing sent';
+    body.site = site;
+    if (vid) body.visitorId = vid;
+    body.idempotencyKey = randomId();
+    return post(body, 0);
   }
 
   function num(v) {
     return typeof v === 'string' && v.trim() !== '' && isFinite(v) ? Number(v) : v;
   }
 
-  // Once ad storage is allowed: the visitor id, and the landing's click kept and reported.
+  // Once ad storage is allowed: the visitor id, the landing's click kept and reported, and earlier calls retried.
   function start() {
     var s = storage();
     if (vid || !allows(s)) return s;
@@ -109,10 +138,11 @@
       setCookie('adsync_msclkid', landed, 90);
       send({ type: 'click', msclkid: landed, url: location.href.slice(0, 2000), consent: s ? { adStorage: s } : undefined });
     }
+    if (endpoint && typeof fetch === 'function') retry();
     return s;
   }
 
-  // adsync.trackConversion('purchase', {orderId, value, currency}, {email, phone}) -> Promise<JSON|null>
+  // adsync.trackConversion('purchase', {orderId, value, currency, signature}, {email, phone}) -> Promise<JSON|null>
   // Without ad storage consent: no click or visitor id; without ad user data consent: no email or phone.
   function trackConversion(event, data, who) {
     try {
@@ -120,8 +150,8 @@
       who = who || {};
       var s = start(), ok = allows(s), share = ok && allows(told.u || s);
       return send({
-        type: 'conversion', event: event, orderId: data.orderId, value: num(data.value),
-        currency: data.currency, msclkid: ok ? clickId() : null, email: share ? who.email : null,
+        type: 'conversion', event: event, orderId: data.orderId, value: num(data.value), currency: data.currency,
+        signature: data.signature, msclkid: ok ? clickId() : null, email: share ? who.email : null,
         phone: share ? who.phone : null,
         consent: s || told.u ? { adStorage: s || undefined, adUserData: told.u || undefined } : undefined
       });
@@ -132,7 +162,7 @@
   }
 
   // adsync.consent({adStorage: 'granted'|'denied', adUserData: ...}): granted sets the cookies and keeps
-  // the landing's click; denied deletes adsync's cookies and stores nothing more.
+  // the landing's click; denied deletes adsync's cookies and retry queue and stores nothing more.
   function consent(c) {
     try {
       c = c || {};
@@ -143,6 +173,7 @@
       if (allows(start())) return;
       setCookie('adsync_vid', '', 0);
       setCookie('adsync_msclkid', '', 0);
+      try { w.localStorage.removeItem(QK); } catch (e) { debug(e); }
       vid = clk = '';
     } catch (e) { debug(e); }
   }
