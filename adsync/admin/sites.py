@@ -15,6 +15,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.views.decorators.cache import never_cache
 
 from adsync.conf import conf
@@ -53,26 +54,45 @@ class SiteAdmin(admin.ModelAdmin):
             conf.public_url, site.key, consent,
         )
 
+    def get_fieldsets(self, request, obj=None):
+        """Staff who may not change the site see its secrets without the Issue and Revoke links."""
+        if self.has_change_permission(request, obj):
+            return self.fieldsets
+        return [(name, {**options, "fields": ["api_secrets_list" if f == "api_secrets_panel" else f
+                                              for f in options["fields"]]}) for name, options in self.fieldsets]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*self.readonly_fields, "api_secrets_list"]
+
     @admin.display(description="API secrets")
     def api_secrets_panel(self, site: Site) -> str:
+        return self._secrets(site, actions=True)
+
+    @admin.display(description="API secrets")
+    def api_secrets_list(self, site: Site) -> str:
+        return self._secrets(site, actions=False)
+
+    def _secrets(self, site: Site, *, actions: bool) -> str:
         if not site.pk:
             return "Save the site first."
-        rows = format_html_join("", "<li>{}</li>", ((self._describe(site, secret),) for secret in site.api_secrets.all()))
+        rows = format_html_join("", "<li>{}</li>", ((self._describe(site, secret, actions),)
+                                                    for secret in site.api_secrets.all()))
         new = format_html(' <a class="button" href="{}">Issue a new secret</a>',
-                          reverse("admin:adsync_site_api_secret_new", args=[site.pk]))
-        return format_html("<ul>{}</ul>{}{}", rows or format_html("<li>none yet</li>"),
+                          reverse("admin:adsync_site_api_secret_new", args=[site.pk])) if actions else ""
+        return format_html("<ul>{}</ul>{}{}", rows or mark_safe("<li>none yet</li>"),
                            f"At most {ApiSecret.MAX_ACTIVE} active at once. Only a hash is stored: a secret is shown "
                            f"once, when issued.", new)
 
     @staticmethod
-    def _describe(site: Site, secret: ApiSecret) -> str:
+    def _describe(site: Site, secret: ApiSecret, actions: bool) -> str:
         used = f"last used {secret.last_used_at:%Y-%m-%d %H:%M} UTC" if secret.last_used_at else "never used"
         if not secret.is_active:
             return format_html("<code>{}…</code> issued {} UTC · revoked {} UTC", secret.hint,
                                f"{secret.created_at:%Y-%m-%d %H:%M}", f"{secret.revoked_at:%Y-%m-%d %H:%M}")
-        return format_html('<code>{}…</code> issued {} UTC · {} · <strong>active</strong> · <a href="{}">Revoke</a>',
-                           secret.hint, f"{secret.created_at:%Y-%m-%d %H:%M}", used,
-                           reverse("admin:adsync_site_api_secret_revoke", args=[site.pk, secret.pk]))
+        revoke = format_html(' · <a href="{}">Revoke</a>', reverse("admin:adsync_site_api_secret_revoke",
+                                                                   args=[site.pk, secret.pk])) if actions else ""
+        return format_html("<code>{}…</code> issued {} UTC · {} · <strong>active</strong>{}", secret.hint,
+                           f"{secret.created_at:%Y-%m-%d %H:%M}", used, revoke)
 
     def get_urls(self):
         def wrap(view):

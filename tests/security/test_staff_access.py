@@ -198,6 +198,39 @@ def test_tracking_endpoints_stay_public_whatever_the_sign_in_rules(client, setti
     assert client.get("/t/v1/adsync.js").status_code == 200
 
 
+# --- The emulator's pages: the admin's rules ---------------------------------------------------
+
+def test_the_emulator_status_page_needs_a_staff_sign_in(client, make_user):
+    anonymous = client.get("/emulator/")
+    client.force_login(make_user("visitor@example.com", staff=False))
+    not_staff = client.get("/emulator/")
+
+    assert anonymous.status_code == 302 and anonymous["Location"].startswith("/admin/login/?next=/emulator/")
+    assert not_staff.status_code == 302 and not_staff["Location"].startswith("/admin/login/")
+
+
+def test_with_mfa_required_staff_without_an_authenticator_set_one_up_before_the_emulator_page(client, settings,
+                                                                                             make_user):
+    settings.ADSYNC_REQUIRE_MFA = True
+    user = make_user("ops@example.com")
+    client.force_login(user)
+
+    sent = client.get("/emulator/")
+    TOTP.activate(user, generate_totp_secret())
+    allowed = client.get("/emulator/")
+
+    assert sent.status_code == 302 and sent["Location"] == "/accounts/2fa/totp/activate/?next=%2Femulator%2F"
+    assert allowed.status_code == 200
+
+
+def test_the_emulators_simulated_ad_click_is_public_by_design_and_lands_only_on_this_instance(client):
+    landing = client.get("/emulator/click/?next=/demo/")
+    elsewhere = client.get("/emulator/click/?next=https://evil.example/")
+
+    assert landing.status_code == 302 and landing["Location"].startswith("/demo/?msclkid=")
+    assert elsewhere["Location"].startswith("/demo/?msclkid=")  # never an open redirect
+
+
 # --- Roles --------------------------------------------------------------------------------
 
 def test_setup_roles_is_idempotent_and_viewers_only_get_view_permissions(capsys):
@@ -308,5 +341,9 @@ def test_a_viewer_cannot_edit_goal_mappings_but_an_operator_can(client, viewer, 
     assert 'name="goal_mappings-0-goal_name"' in client.get(url).content.decode()
 
 
-def test_only_a_superuser_may_rotate_a_site_api_secret(operator, site):
-    assert "generate_api_secret" not in viewer_actions(operator, Site)
+def test_only_a_superuser_sees_where_to_issue_a_site_api_secret(client, operator, admin_client, site):
+    client.force_login(operator)
+    url = f"/admin/adsync/site/{site.pk}/change/"
+
+    assert "Issue a new secret" not in client.get(url).content.decode()
+    assert "Issue a new secret" in admin_client.get(url).content.decode()

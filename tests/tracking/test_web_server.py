@@ -1,30 +1,23 @@
 """The production web server: gunicorn with gunicorn.conf.py (gevent workers) on this test database.
 
-PostgreSQL only: gunicorn's processes must share the database with the test, and a SQLite test
-database lives in the test process's memory.
+PostgreSQL only: gunicorn's processes must share the database with the test (tests/servers.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 from django.db import connection as db_connection
 from django.db import connections
 
 from adsync.models import Hit, Site
+from tests import servers
 
-ROOT = Path(__file__).resolve().parents[2]
 ORIGIN = "https://shop.example.com"
 APP_NAME = "adsync-web-under-test"  # marks the server's database connections in pg_stat_activity
 WORKERS, POOL_SIZE = 2, 3
@@ -36,34 +29,12 @@ pytestmark = [
 
 @pytest.fixture
 def server():
-    """gunicorn as production runs it (`gunicorn config.wsgi`, reading gunicorn.conf.py)."""
-    db = db_connection.settings_dict
-    credentials = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "DEBUG": "false",
-           "DATABASE_URL": f"postgres://{credentials}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-                           f"?application_name={APP_NAME}",
-           "WEB_CONCURRENCY": str(WORKERS), "DATABASE_POOL_SIZE": str(POOL_SIZE)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--graceful-timeout", "5", "--log-level", "warning"],
-        cwd=ROOT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url + "/t/v1/adsync.js", timeout=2).close()
-                break
-            except OSError:
-                assert process.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
-                time.sleep(0.1)
+    """gunicorn as production runs it, with the production environment (tests/servers.py)."""
+    # Hundreds of hits from 127.0.0.1 in seconds: the per-address limit is tested in tests/security.
+    env = servers.production_env(APP_NAME, WEB_CONCURRENCY=str(WORKERS), DATABASE_POOL_SIZE=str(POOL_SIZE),
+                                 ADSYNC_CLIENT_HITS_PER_MINUTE="100000")
+    with servers.gunicorn(env) as url:
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(30)  # its pooled connections must be gone before the test database is dropped
 
 
 def post(url: str, body: dict) -> int:
@@ -94,9 +65,7 @@ def at_once(clients: int, send) -> list[int]:
 
 
 def server_connections() -> int:
-    with db_connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [APP_NAME])
-        return cursor.fetchone()[0]
+    return len(servers.server_connections(APP_NAME))
 
 
 def test_hits_sent_at_once_are_all_answered_202_and_stored(server):
