@@ -161,21 +161,23 @@ def store_once_more_on_a_dropped_connection(site: Site, items: list[ConversionPa
     """record_conversions, tried a second time on a fresh connection if the database dropped the first.
 
     Only a failure before the commit is retried (nothing was stored); the batch is one transaction,
-    so the retry stores it whole. A failure at the commit itself (stored or not, no one can say)
-    is answered 503: repeating the call with the same order ids is safe (docs/tracking.md).
+    so the retry stores it whole. A dropped connection is one Django had to replace while leaving
+    the transaction; any other error (a lock timeout, say) is not retried. A failure at the commit
+    itself (stored or not, no one can say) is answered 503: repeating the call with the same order
+    ids is safe (docs/tracking.md).
     """
     for attempt in (1, 2):
-        reached_commit = False
+        db_connection.ensure_connection()
+        used, reached_commit = db_connection.connection, False
         try:
             with transaction.atomic():
                 results = record.record_conversions(site, items, source=Conversion.SOURCE_SERVER, strict=True)
                 reached_commit = True
             return results
         except OperationalError:
-            if attempt == 2 or reached_commit or db_connection.is_usable():
+            if attempt == 2 or reached_commit or db_connection.connection is used:
                 raise
             log.warning("the database dropped the connection before the commit: storing the API call once more")
-            db_connection.close()
     raise AssertionError("unreachable")
 
 

@@ -16,6 +16,7 @@ from decimal import Decimal
 
 import pytest
 from django.core import mail
+from django.db import OperationalError
 from django.db import connection as db_connection
 from django.test import Client
 from django.urls import reverse
@@ -452,3 +453,39 @@ def test_lost_hits_calls_with_different_keys_are_different_conversions(client, s
         collect(client, purchase(shop, value=12, idempotencyKey=key))
 
     assert Conversion.objects.count() == 2
+
+
+# --- Lost API calls on a database blip -------------------------------------------------------------------
+
+@pytest.mark.skipif(db_connection.vendor != "postgresql", reason="ends its own PostgreSQL connection")
+@pytest.mark.django_db(transaction=True)
+def test_lost_hits_an_api_call_whose_database_connection_drops_mid_write_is_stored_once(client, shop, connection,
+                                                                                        secret):
+    dropped = []
+
+    def drop_once(execute, sql, params, many, context):
+        if sql.startswith('INSERT INTO "adsync_conversion"') and not dropped:
+            dropped.append(sql)
+            with context["connection"].cursor() as cursor:  # what a database restart does to this connection
+                cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        return execute(sql, params, many, context)
+
+    with db_connection.execute_wrapper(drop_once):
+        response = api(client, secret, {"event": "purchase", "value": 12, "msclkid": REAL_CLICK})  # no order id
+
+    assert dropped and response.status_code == 201
+    assert Conversion.objects.count() == 1 and Push.objects.count() == 1
+
+
+def test_lost_hits_an_api_call_the_database_does_not_answer_gets_a_503_and_stores_nothing(client, shop, secret):
+    def refuse(execute, sql, params, many, context):
+        if "adsync_conversion" in sql:
+            raise OperationalError('connection to server at "127.0.0.1", port 5432 failed: Connection refused')
+        return execute(sql, params, many, context)
+
+    with db_connection.execute_wrapper(refuse):
+        response = api(client, secret, {"event": "purchase", "orderId": "down", "msclkid": REAL_CLICK})
+
+    assert (response.status_code, response["Retry-After"]) == (503, "10")
+    assert response.json() == {"error": "service: the database is unavailable, try again later"}
+    assert not Conversion.objects.exists()
