@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -20,11 +21,12 @@ from django.db import OperationalError
 from django.db import connection as db_connection
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 from django.views.debug import ExceptionReporter
 
 from adsync.intake import inbox
 from adsync.jobs import run_flush as flush_conversions
-from adsync.models import ApiSecret, Click, Conversion, Hit, Push, Site
+from adsync.models import ApiSecret, Click, Conversion, Hit, Push, Site, format_conversion_time
 from adsync.push import transitions
 from adsync.sites import api_secrets
 from tests.conftest import APPLY_URL, form_fields
@@ -257,26 +259,42 @@ def test_a_signed_conversion_is_never_held_and_a_revoked_secret_no_longer_signs(
 
 # --- Attribution theft --------------------------------------------------------------------------------
 
+def landing(client, shop, visitor: str, msclkid: str):
+    """A landing report: the click, with its time, as the snippet reports it."""
+    return collect(client, {"site": shop.key, "type": "click", "visitorId": visitor, "msclkid": msclkid,
+                            "url": f"https://shop.example.com/?msclkid={msclkid}"})
+
+
+def minutes_ago(minutes: int) -> str:
+    return format_conversion_time(timezone.now() - timedelta(minutes=minutes))
+
+
 def test_attribution_theft_a_browser_conversion_with_a_victims_email_does_not_take_their_pending_sale(
         client, shop, connection, secret, mocked):
-    api(client, secret, {"event": "purchase", "orderId": "V-1", "value": 420.5, "email": VICTIM_EMAIL})
+    Click.objects.create(site=shop, visitor_id="attacker", msclkid=ATTACKER_CLICK,
+                         clicked_at=timezone.now() - timedelta(hours=1))  # the attacker clicked an ad an hour ago
+    api(client, secret, {"event": "purchase", "orderId": "V-1", "value": 420.5, "email": VICTIM_EMAIL,
+                         "time": minutes_ago(30)})
     assert Push.objects.get().status == Push.PENDING_IDENTITY  # the victim's sale waits for their click
 
-    collect(client, purchase(shop, orderId="X-1", value=1, msclkid=ATTACKER_CLICK, email=VICTIM_EMAIL))
+    collect(client, purchase(shop, orderId="X-1", value=1, msclkid=ATTACKER_CLICK, email=VICTIM_EMAIL,
+                             visitorId="attacker"))
     mocked.post(APPLY_URL, **ok())
     flush_conversions()
 
     victim = Push.objects.get(conversion__order_id="V-1")
     assert (victim.status, victim.msclkid) == (Push.PENDING_IDENTITY, "")
-    assert [item["MicrosoftClickId"] for item in sent_to_microsoft(mocked)] == [ATTACKER_CLICK]  # only its own
+    assert [item["ConversionValue"] for item in sent_to_microsoft(mocked)] == [1.0]  # only the attacker's own
 
 
 def test_attribution_theft_a_forged_browser_conversion_is_not_given_the_victims_click_by_email(
         client, shop, connection, secret):
+    Click.objects.create(site=shop, visitor_id="victim", msclkid=REAL_CLICK,
+                         clicked_at=timezone.now() - timedelta(hours=1))  # the victim's click on the client's ad
     collect(client, purchase(shop, orderId="X-2", value=999, email=VICTIM_EMAIL))  # waits for an identity
 
     api(client, secret, {"event": "purchase", "orderId": "V-2", "value": 420.5, "email": VICTIM_EMAIL,
-                         "msclkid": REAL_CLICK})
+                         "msclkid": REAL_CLICK, "time": minutes_ago(10)})
 
     forged = Push.objects.get(conversion__order_id="X-2")
     assert (forged.status, forged.msclkid) == (Push.PENDING_IDENTITY, "")
@@ -286,8 +304,7 @@ def test_a_browser_conversion_is_matched_late_by_its_own_visitor_id(client, shop
     collect(client, purchase(shop, orderId="W-1", visitorId="visitor-7"))
     assert Push.objects.get().status == Push.PENDING_IDENTITY
 
-    collect(client, {"site": shop.key, "type": "click", "visitorId": "visitor-7", "msclkid": REAL_CLICK,
-                     "url": f"https://shop.example.com/?msclkid={REAL_CLICK}"})
+    landing(client, shop, "visitor-7", REAL_CLICK)
 
     push = Push.objects.get()
     assert (push.status, push.msclkid) == (Push.QUEUED, REAL_CLICK)
@@ -340,7 +357,7 @@ def test_raw_pii_in_error_reports_the_api_secret_is_not_in_the_bearer_checks_rep
         reported.extend([reporter.get_traceback_text(), reporter.get_traceback_html()])
 
     def failing_lookup(execute, sql, params, many, context):
-        if "adsync_apisecret" in sql:
+        if "secret_hash" in sql:  # the lookup of the bearer secret
             raise RuntimeError("the secrets table is gone")
         return execute(sql, params, many, context)
 
