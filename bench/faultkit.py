@@ -91,12 +91,23 @@ def start_stand_in(recorder: Recorder) -> str:
     return f"http://127.0.0.1:{server.server_address[1]}"
 
 
+def bench_secrets() -> dict[str, str]:
+    """A SECRET_KEY and ADSYNC_ENCRYPTION_KEY of the run's own: production mode refuses the repository's defaults."""
+    import secrets
+
+    from cryptography.fernet import Fernet
+
+    return {"SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50),
+            "ADSYNC_ENCRYPTION_KEY": os.environ.get("ADSYNC_ENCRYPTION_KEY") or Fernet.generate_key().decode()}
+
+
 def configure(database_url: str, stand_in: str, *, lease_seconds: int, batch_size: int) -> None:
     """Environment for this process and every worker it spawns, then django.setup()."""
     os.environ.update({
         "DATABASE_URL": database_url,
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "DEBUG": "false",
+        **bench_secrets(),  # production refuses to start without keys of its own
         "MICROSOFT_ADS_ENVIRONMENT": "production",
         "MICROSOFT_ADS_CAMPAIGN_API_URL": stand_in,
         "MICROSOFT_ADS_OAUTH_TOKEN_URL": stand_in + "/token",  # never called: the token is fresh

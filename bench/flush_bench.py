@@ -158,7 +158,10 @@ def main() -> None:
 
     import django
 
+    from bench.faultkit import bench_secrets
+
     os.environ["MICROSOFT_ADS_ENVIRONMENT"] = "production"
+    os.environ.update(bench_secrets())  # production refuses to start without keys of its own
     os.environ["MICROSOFT_ADS_CAMPAIGN_API_URL"] = start_stand_in()
     os.environ.setdefault("ADSYNC_REQUESTS_PER_MINUTE", "1000000")
     django.setup()
