@@ -191,10 +191,17 @@ def api_busy(error: Exception) -> HttpResponse:
 @sensitive_post_parameters()
 def api_conversion_detail(request: HttpRequest, order_id: str) -> HttpResponse:
     """GET /api/v1/conversions/<order id>?event=purchase: what became of a conversion (PATCH, DELETE: adjust it)."""
-    if request.method in ("PATCH", "DELETE"):
-        return api_adjust_conversion(request, order_id)
-    if request.method not in ("GET", "HEAD"):
+    if request.method not in ("GET", "HEAD", "PATCH", "DELETE"):
         return http.method_not_allowed("GET", "PATCH", "DELETE")
+    try:
+        if request.method in ("PATCH", "DELETE"):
+            return api_adjust_conversion(request, order_id)
+        return conversion_detail(request, order_id)
+    except OperationalError as error:
+        return api_busy(error)
+
+
+def conversion_detail(request: HttpRequest, order_id: str) -> HttpResponse:
     site = http.bearer_site(request)
     if isinstance(site, HttpResponse):
         return site
@@ -263,7 +270,6 @@ def push_json(push: Push, detail: bool = False) -> dict:
 
 # --- Adjustments: PATCH (restate) and DELETE (retract) /api/v1/conversions/<order id> -------------------
 
-@csrf_exempt
 def api_adjust_conversion(request: HttpRequest, order_id: str) -> HttpResponse:
     """PATCH: a new value (and currency); DELETE: a refund or cancellation. Both at `time` (default now)."""
     site = http.bearer_site(request)

@@ -506,3 +506,13 @@ def test_lost_hits_an_api_call_the_database_does_not_answer_gets_a_503_and_store
     assert (response.status_code, response["Retry-After"]) == (503, "10")
     assert response.json() == {"error": "service: the database is unavailable, try again later"}
     assert not Conversion.objects.exists()
+
+
+def test_reading_a_conversion_back_while_the_database_does_not_answer_gets_a_503(client, shop, secret):
+    def refuse(execute, sql, params, many, context):
+        raise OperationalError('connection to server at "127.0.0.1", port 5432 failed: Connection refused')
+
+    with db_connection.execute_wrapper(refuse):
+        response = client.get("/api/v1/conversions/A-1", headers={"Authorization": f"Bearer {secret}"})
+
+    assert (response.status_code, response["Retry-After"]) == (503, "10")
