@@ -184,10 +184,13 @@ def hold_for_review(conversion: Conversion, reason: str) -> int:
 
 
 def release_held_values(pushes: QuerySet[Push]) -> int:
-    """Staff vouch for held (or dropped) rows: queued if Microsoft can match them, else pending_identity."""
+    """Staff vouch for held (or dropped) rows: queued if Microsoft can match them, else pending_identity.
+
+    Rows of a conversion since retracted or erased stay as they are: the site or the person called it off."""
     now = timezone.now()
-    held = list(pushes.filter(status=Push.ERROR, error_symbol__in=_REVIEWED).select_related("connection").only(
-        "id", "msclkid", "hashed_email", "hashed_phone", "connection__enhanced_conversions"))
+    held = list(pushes.filter(status=Push.ERROR, error_symbol__in=_REVIEWED, conversion__retracted_at__isnull=True,
+                              conversion__erased_at__isnull=True).select_related("connection").only(
+        "id", "msclkid", "hashed_email", "hashed_phone", "connection", "connection__enhanced_conversions"))
     for push in held:
         matchable = push.msclkid or (push.connection.enhanced_conversions and (push.hashed_email or push.hashed_phone))
         push.status = Push.QUEUED if matchable else Push.PENDING_IDENTITY

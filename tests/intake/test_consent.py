@@ -15,6 +15,7 @@ from adsync.intake.identity import hash_email
 from adsync.jobs import run_flush
 from adsync.models import Click, Conversion, Hit, Push
 from adsync.notify.digest import build_digest
+from adsync.sites import api_secrets
 from tests.conftest import APPLY_URL
 
 pytestmark = pytest.mark.django_db
@@ -26,7 +27,7 @@ ORIGIN = "https://shop.example.com"
 
 @pytest.fixture
 def secret(site) -> str:
-    return site.rotate_api_secret()
+    return api_secrets.issue(site)
 
 
 def api(client, secret: str, **fields):

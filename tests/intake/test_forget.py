@@ -23,6 +23,7 @@ from adsync.intake.identity import hash_email, hash_phone
 from adsync.models import Adjustment, Click, Conversion, Erasure, Hit, Push
 from adsync.push import maintenance
 from adsync.security.roles import OPERATORS, VIEWERS, ensure_roles
+from adsync.sites import api_secrets
 
 pytestmark = pytest.mark.django_db
 
@@ -33,7 +34,7 @@ OTHER_VISITOR, OTHER_MSCLKID, OTHER_EMAIL = "vid-john-0c6e1a7a9d8b", "0c6e1a7a9d
 
 @pytest.fixture
 def secret(site) -> str:
-    return site.rotate_api_secret()
+    return api_secrets.issue(site)
 
 
 def api(client, secret: str, **body):

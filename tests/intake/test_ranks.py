@@ -10,8 +10,9 @@ import pytest
 from django.utils import timezone
 
 from adsync.intake import record
+from adsync.intake.adjustments import adjust
 from adsync.intake.reports import ConversionPayload
-from adsync.models import Conversion, Push, Site
+from adsync.models import Adjustment, Conversion, Push, Site
 from adsync.push import transitions
 from adsync.push.claims import claim_batch
 
@@ -129,3 +130,26 @@ def test_a_goal_mapped_after_the_browser_report_gets_the_servers_push(site, make
 
     assert sorted(Push.objects.values_list("connection_id", "source", "status")) == [
         (first.pk, SERVER, Push.QUEUED), (second.pk, SERVER, Push.QUEUED)]
+
+
+def test_a_retract_reaches_both_the_sent_browser_report_and_the_server_report_beside_it(site, connection):
+    record.record_conversion(site, report(msclkid=OTHER_CLICK), source=BROWSER)
+    Push.objects.update(status=Push.SENT)
+    record.record_conversion(site, report(msclkid=REAL_CLICK), source=SERVER)
+    Push.objects.filter(source=SERVER).update(status=Push.SENT)
+
+    adjust(Conversion.objects.get(), Adjustment.RETRACT)
+
+    retracts = Push.objects.filter(kind=Push.RETRACT).order_by("source")
+    assert [(p.source, p.msclkid, p.status) for p in retracts] == [(BROWSER, OTHER_CLICK, Push.QUEUED),
+                                                                  (SERVER, REAL_CLICK, Push.QUEUED)]
+
+
+def test_a_held_value_of_a_conversion_retracted_or_erased_since_is_not_released(site, connection):
+    Site.objects.filter(pk=site.pk).update(browser_value_ceiling=Decimal("100"))
+    site.refresh_from_db()
+    record.record_conversion(site, report(value=Decimal("5000"), msclkid=REAL_CLICK), source=BROWSER)
+    Conversion.objects.update(erased_at=timezone.now())
+
+    assert transitions.release_held_values(Push.objects.all()) == 0
+    assert Push.objects.get().error_symbol == "adsync:value_held"

@@ -19,6 +19,7 @@ from adsync.models import Adjustment, Conversion, Push
 from adsync.push import transitions
 from adsync.push.claims import claim_batch
 from adsync.push.flush import flush_connection
+from adsync.sites import api_secrets
 from tests.conftest import APPLY_URL, CAMPAIGN
 
 pytestmark = pytest.mark.django_db
@@ -45,7 +46,7 @@ def iso(moment) -> str:
 
 @pytest.fixture
 def secret(site) -> str:
-    return site.rotate_api_secret()
+    return api_secrets.issue(site)
 
 
 def patch(client, secret: str, order_id: str, body: dict | None = None, query: str = ""):

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from adsync.jobs import run_flush as flush_conversions
 from adsync.models import Push, Site
+from adsync.sites import api_secrets
 from emulator.demo import ACCOUNT_ID
 from emulator.demo_site import ensure_demo_site
 from emulator.models import EmulatorAccount, EmulatorAdjustment, EmulatorClick, EmulatorConversion
@@ -29,7 +30,7 @@ def shop(live_server, settings) -> Site:
 
 @pytest.fixture
 def secret(shop) -> str:
-    return shop.rotate_api_secret()
+    return api_secrets.issue(shop)
 
 
 def call(client, method: str, secret: str, path: str, body: dict | None = None):
