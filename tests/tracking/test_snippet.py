@@ -77,7 +77,8 @@ const cfg = JSON.parse(process.argv[2]);
 const src = fs.readFileSync(cfg.snippet, 'utf8');
 const jar = Object.assign({}, cfg.cookies || {});
 const writes = [], calls = [], debugs = [], errors = [];
-const script = { src: cfg.src, getAttribute: (n) => (n === 'data-site' ? cfg.site : null) };
+const script = { src: cfg.src, getAttribute: (n) => (n === 'data-site' ? cfg.site
+                                                    : n === 'data-consent' ? (cfg.consentAttr || null) : null) };
 const document = {
   get cookie() {
     if (cfg.cookiesThrow) throw new Error('SecurityError');
@@ -110,7 +111,8 @@ const fetch = cfg.fetch === 'missing' ? undefined : function (url, init) {
   return Promise.resolve({ status: 202, headers: { get: () => null }, json: () => Promise.resolve(answer) });
 };
 const storage = Object.assign({}, cfg.storage || {});
-const localStorage = { getItem: (k) => (k in storage ? storage[k] : null), setItem: (k, v) => { storage[k] = String(v); } };
+const localStorage = { getItem: (k) => (k in storage ? storage[k] : null), setItem: (k, v) => { storage[k] = String(v); },
+                       removeItem: (k) => { delete storage[k]; } };
 const console = { debug: (...a) => debugs.push(a.join(' ')), error: (...a) => errors.push(a.join(' ')),
                   warn: (...a) => errors.push(a.join(' ')), log: (...a) => errors.push(a.join(' ')) };
 const window = cfg.noStorage ? {} : { localStorage };
@@ -308,6 +310,16 @@ def test_a_call_that_never_reached_adsync_waits_in_local_storage_for_the_next_pa
 
 
 @needs_node
+def test_an_absurd_retry_after_waits_at_most_a_day_and_never_spins(tmp_path):
+    page = run_page(tmp_path, replies=[{"status": 503, "retryAfter": 10**12}], waitMs=300,
+                    calls=[["purchase", {"orderId": "A-7"}]])
+
+    [waiting] = retry_queue(page)
+    assert waiting["at"] - waiting["x"] <= 0  # due within the day the entry lives
+    assert len(page["calls"]) == 1 and page["errors"] == []
+
+
+@needs_node
 @pytest.mark.parametrize("status", [400, 403, 404, 413])
 def test_a_refused_call_is_not_retried(tmp_path, status):
     page = run_page(tmp_path, replies=[{"status": status}], calls=[["purchase", {"orderId": "A-3"}]])
@@ -335,6 +347,22 @@ def test_the_calls_retried_are_at_most_the_last_twenty(tmp_path):
     page = run_page(tmp_path, replies=[{"status": 503}] * 25, calls=[["purchase", {"orderId": f"N-{i}"}] for i in range(25)])
 
     assert [entry["b"]["orderId"] for entry in retry_queue(page)] == [f"N-{i}" for i in range(5, 25)]
+
+
+@needs_node
+def test_without_ad_storage_consent_a_failed_call_is_not_written_to_the_visitors_storage(tmp_path):
+    page = run_page(tmp_path, consentAttr="required", replies=["rejects"], calls=[["purchase", {"orderId": "A-5"}]])
+
+    assert len(page["calls"]) == 1 and "adsync_retry" not in page["storage"]
+
+
+@needs_node
+def test_denying_consent_deletes_the_retry_queue_with_the_cookies(tmp_path):
+    waiting = [{"b": {"type": "conversion", "event": "purchase", "orderId": "A-6"}, "t": 1, "at": 9e15, "x": 9e15}]
+    page = run_page(tmp_path, storage={"adsync_retry": json.dumps(waiting)},
+                    lateQueue=[{"consent": {"adStorage": "denied"}}])
+
+    assert "adsync_retry" not in page["storage"]
 
 
 @needs_node

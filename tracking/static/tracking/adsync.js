@@ -83,7 +83,7 @@
 
   function later(body, tries, wait) {
     if (tries > 5 || !allows(storage())) return;
-    var ms = (wait > 0 ? wait : 2 << tries) * 1000, b = {}, k, q = queue();
+    var ms = Math.min(wait > 0 ? wait : 2 << tries, 86400) * 1000, b = {}, k, q = queue();
     for (k in body) if (k !== 'email' && k !== 'phone') b[k] = body[k];
     q.push({ b: b, t: tries + 1, at: Date.now() + ms, x: Date.now() + 864e5 });
     queue(q);
@@ -95,7 +95,7 @@
     for (var i = 0; i < q.length; i++) {
       if (q[i] && q[i].x > now) (q[i].at > now ? keep : due).push(q[i]);
     }
-    if (keep.length) setTimeout(retry, keep[0].at - now + 50);
+    if (keep.length) setTimeout(retry, Math.min(keep[0].at - now, 864e5) + 50);
     if (due.length) queue(keep);
     for (var j = 0; j < due.length; j++) post(due[j].b, due[j].t);
   }
