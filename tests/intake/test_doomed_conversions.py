@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from adsync.models import AccountGoal, Click, Conversion, Push
 from adsync.push.flush import flush_connection
+from adsync.sites import api_secrets
 from tests.conftest import APPLY_URL
 
 pytestmark = pytest.mark.django_db
@@ -20,7 +21,7 @@ MSCLKID = "f894f652ea334e739002f7167ab8f8e3"
 
 def api(client, site, body):
     return client.post("/api/v1/conversions", json.dumps(body), content_type="application/json",
-                       headers={"Authorization": f"Bearer {site.rotate_api_secret()}"})
+                       headers={"Authorization": f"Bearer {api_secrets.issue(site)}"})
 
 
 def iso(moment) -> str:
