@@ -5,7 +5,8 @@ served, and the worker running the schedules.
 Only what cannot be done on a test machine is adapted, and said so: the database gets a unique name, the
 project's own virtualenv stands in for `pip install .`, gunicorn binds a free port (GUNICORN_CMD_ARGS),
 createsuperuser reads its answers from DJANGO_SUPERUSER_* (--noinput), collectstatic writes to a temporary
-STATIC_ROOT, and requests carry the public host name in their Host header.
+STATIC_ROOT, and requests carry the public host name in their Host header and the TLS proxy's
+X-Forwarded-Proto (the cookies adsync marks Secure then go back, as a visitor's browser on HTTPS sends them).
 """
 
 from __future__ import annotations
@@ -134,17 +135,26 @@ def _worker_ran_a_schedule(database_url: str, worker: subprocess.Popen, timeout:
     return False
 
 
+class VisitorOverHttps(http.cookiejar.DefaultCookiePolicy):
+    """The visitor talks HTTPS to the TLS proxy, so their browser sends the Secure cookies adsync sets."""
+
+    def return_ok_secure(self, cookie, request) -> bool:
+        return True
+
+
 class Browser:
-    """Plain HTTP with cookies, sending the public host name as the proxy would."""
+    """Plain HTTP with cookies, sending the public host name and the HTTPS header as the proxy would."""
 
     def __init__(self, base: str):
         self.base = base
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        jar = http.cookiejar.CookieJar(policy=VisitorOverHttps())
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
 
     def open(self, path: str, data: dict | None = None):
         url = path if path.startswith("http") else self.base + path
         body = urllib.parse.urlencode(data).encode() if data is not None else None
-        request = urllib.request.Request(url, body, headers={"Host": HOST, "Referer": f"https://{HOST}/"})
+        request = urllib.request.Request(url, body, headers={"Host": HOST, "Referer": f"https://{HOST}/",
+                                                             "X-Forwarded-Proto": "https"})
         return self.opener.open(request, timeout=30)
 
     def get(self, path: str):
