@@ -46,11 +46,6 @@ class AdsyncSettings:
         return settings.ADSYNC_TRUSTED_PROXY_COUNT
 
     @property
-    def redis_url(self) -> str:
-        """REDIS_URL (empty): the shared cache (rate limits, login throttling) in Redis; empty: a database table."""
-        return settings.REDIS_URL
-
-    @property
     def require_mfa(self) -> bool:
         """ADSYNC_REQUIRE_MFA (false): staff must set up an authenticator app before any admin page."""
         return settings.ADSYNC_REQUIRE_MFA
@@ -158,6 +153,19 @@ class AdsyncSettings:
     def token_refresh_minutes(self) -> int:
         """ADSYNC_TOKEN_REFRESH_MINUTES (10): the proactive token-refresh schedule's interval."""
         return settings.ADSYNC_TOKEN_REFRESH_MINUTES
+
+    # --- Background jobs ------------------------------------------------------------------------
+
+    @property
+    def redis_url(self) -> str:
+        """REDIS_URL (empty): Redis for django-q2's job queue and the shared cache (rate limits, login
+        throttling); empty: both in the database."""
+        return settings.REDIS_URL
+
+    @property
+    def task_broker(self) -> str:
+        """"redis" when REDIS_URL is set, else "orm": where django-q2 keeps queued jobs (config/settings.py)."""
+        return "redis" if self.redis_url else "orm"
 
     # --- Ingest and the inbox -----------------------------------------------------------------
 

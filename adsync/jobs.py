@@ -79,9 +79,10 @@ def flush(connection_ids: list[int] | None = None) -> str:
 def run_flush(connection_ids: list[int] | None = None) -> list[flushing.FlushResult]:
     """The flush job's work, also run by `manage.py flush_conversions`.
 
-    Storing the inbox first puts every conversion received before the flush into it.
+    Storing the inbox first puts every conversion received before the flush into it (and only those:
+    hits arriving as fast as they are stored cannot hold the flush back).
     """
-    inbox.drain()
+    inbox.drain(received_before=True)
     results = flushing.flush_conversions(connection_ids)
     for result in results:
         alerts.flush_errors(result.connection_id, result.errors)  # over ADSYNC_ALERT_ERROR_THRESHOLD

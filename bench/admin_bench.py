@@ -26,6 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench import benchdb  # noqa: E402  (needs the project root on the path)
+
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/adsync_bench_admin"
 CHUNK = 1_000_000
 
@@ -82,18 +84,9 @@ def setup_django() -> None:
 
 
 def ensure_database(url: str) -> None:
-    """CREATE DATABASE if the PostgreSQL database in `url` does not exist yet."""
     if not url.startswith("postgres"):
         raise SystemExit("admin_bench needs PostgreSQL (DATABASE_URL=postgres://…)")
-    from urllib.parse import urlsplit
-
-    import psycopg
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    with psycopg.connect(parts._replace(path="/postgres").geturl(), autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
+    benchdb.ensure_database(url)
 
 
 def insert_select(model, expressions: dict[str, str], source: str, params: dict) -> str:

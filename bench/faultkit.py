@@ -26,6 +26,8 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from bench import benchdb
+
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "bench" / "fault_worker.py"
 APPLY_PATH = "/CampaignManagement/v13/OfflineConversions/Apply"
@@ -130,18 +132,9 @@ def configure(database_url: str, stand_in: str, *, lease_seconds: int, batch_siz
 
 
 def ensure_database(url: str) -> None:
-    """CREATE DATABASE if the PostgreSQL database in `url` does not exist yet."""
     if not url.startswith("postgres"):
         raise SystemExit("the fault scripts need PostgreSQL (DATABASE_URL=postgres://…)")
-    from urllib.parse import urlsplit
-
-    import psycopg
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    with psycopg.connect(parts._replace(path="/postgres").geturl(), autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
+    benchdb.ensure_database(url)
 
 
 def queue_backlog(rows: int) -> int:

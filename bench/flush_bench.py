@@ -6,10 +6,11 @@ stand-in (a real HTTP server on loopback answering `{"PartialErrors": []}`), and
 figures. Not a test: it asserts nothing, it measures.
 
     .venv/bin/python bench/flush_bench.py --rows 10000 --rows 100000
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/adsync_bench .venv/bin/python bench/flush_bench.py --rows 1000000
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/adsync_bench_flush .venv/bin/python bench/flush_bench.py --rows 1000000
 
-Without DATABASE_URL it uses a throwaway SQLite file in bench/out/. The database is migrated
-and its adsync tables emptied first: never point it at a database you care about.
+Without DATABASE_URL it uses a throwaway SQLite file in bench/out/. A PostgreSQL database is
+created if missing; the database is migrated and its adsync tables emptied first: never point it
+at a database you care about.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.benchdb import ensure_database  # noqa: E402  (needs the project root on the path)
+
 (ROOT / "bench" / "out").mkdir(exist_ok=True)
 os.environ.setdefault("DATABASE_URL", f"sqlite:///{ROOT / 'bench' / 'out' / 'bench.sqlite3'}")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -86,16 +89,16 @@ def queue_in_sql(site, connection, rows: int, when) -> None:
     with db.cursor() as cursor:
         cursor.execute("""
             INSERT INTO adsync_conversion (site_id, event_name, order_id, value, currency, occurred_at, visitor_id,
-                msclkid, hashed_email, hashed_phone, source, created_at)
+                msclkid, hashed_email, hashed_phone, source, consent, created_at)
             SELECT %s, 'purchase', 'b' || n, 12.5, 'USD', date_trunc('second', %s::timestamptz), '',
-                lpad(to_hex(n), 32, '0'), '', '', 'server', now()
+                lpad(to_hex(n), 32, '0'), '', '', 'server', '', now()
             FROM generate_series(1, %s) AS n""", [site.pk, when, rows])
         cursor.execute("""
             INSERT INTO adsync_push (conversion_id, connection_id, goal_name, msclkid, hashed_email, hashed_phone,
                 value, currency, conversion_time, status, error_symbol, error_message, tracking_id, attempts,
-                next_attempt_at, created_at, updated_at)
+                next_attempt_at, created_at, updated_at, kind)
             SELECT id, %s, 'Purchase', msclkid, '', '', value, 'USD', occurred_at, 'queued', '', '', '', 0,
-                now(), now(), now()
+                now(), now(), now(), 'conversion'
             FROM adsync_conversion WHERE site_id = %s""", [connection.pk, site.pk])
         cursor.execute("ANALYZE adsync_push")
 
@@ -110,7 +113,7 @@ def run(rows: int) -> dict:
 
     if db.vendor == "postgresql":  # the ORM's cascade would load every old row into memory
         with db.cursor() as cursor:
-            cursor.execute("TRUNCATE adsync_push, adsync_conversion")
+            cursor.execute("TRUNCATE adsync_push, adsync_conversion CASCADE")  # and rows referring to them
     Push.objects.all().delete()
     Conversion.objects.all().delete()
     Connection.objects.all().delete()
@@ -164,6 +167,7 @@ def main() -> None:
     os.environ.update(bench_secrets())  # production refuses to start without keys of its own
     os.environ["MICROSOFT_ADS_CAMPAIGN_API_URL"] = start_stand_in()
     os.environ.setdefault("ADSYNC_REQUESTS_PER_MINUTE", "1000000")
+    ensure_database(os.environ["DATABASE_URL"])
     django.setup()
     from django.conf import settings
     from django.core.management import call_command

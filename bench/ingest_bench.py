@@ -46,6 +46,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.benchdb import ensure_database  # noqa: E402  (needs the project root on the path)
+
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/adsync_bench_ingest"
 SITE_KEY = "pk_benchingest"
 ORIGIN = "https://shop.example.com"
@@ -100,14 +102,36 @@ def prepare_database(history: int) -> None:
     site, _ = Site.objects.update_or_create(key=SITE_KEY, defaults={"name": "Ingest bench", "allowed_origins": ORIGIN})
     Hit.objects.filter(site=site).delete()
     Connection.objects.filter(site=site).delete()
-    Conversion.objects.filter(site=site).exclude(order_id__startswith="hist-").delete()
+    empty_tables(site, keep_history=True)
     if Conversion.objects.filter(site=site).count() != history:
-        Conversion.objects.filter(site=site).delete()
+        empty_tables(site, keep_history=False)
         fill_history(site, history)
     connection = Connection.objects.create(
         site=site, status=Connection.ACTIVE, customer_id="1", account_id="2",
         token_expires_at=timezone.now() + timezone.timedelta(days=1))
     GoalMapping.objects.create(connection=connection, event_name="purchase", goal_name="Purchase")
+
+
+def empty_tables(site, keep_history: bool) -> None:
+    """The bench site's conversions (but its history, if kept) and their sync-log rows and clicks, deleted in SQL:
+    Django's cascade would load every row first. Emptied tables are TRUNCATEd, so the planner never sees
+    an empty table over pages of dead rows (adsync/models/planner.py)."""
+    from django.db import connection
+
+    from adsync.models import Conversion
+
+    if connection.vendor != "postgresql":
+        rows = Conversion.objects.filter(site=site)
+        (rows.exclude(order_id__startswith="hist-") if keep_history else rows).delete()
+        return
+    with connection.cursor() as cursor:
+        if not keep_history:
+            cursor.execute("TRUNCATE adsync_push, adsync_conversion, adsync_click CASCADE")  # and rows referring to them
+            return
+        doomed = "SELECT id FROM adsync_conversion WHERE site_id = %s AND order_id NOT LIKE 'hist-%%'"
+        cursor.execute(f"DELETE FROM adsync_push WHERE conversion_id IN ({doomed})", [site.pk])
+        cursor.execute(f"DELETE FROM adsync_conversion WHERE id IN ({doomed})", [site.pk])
+        cursor.execute("DELETE FROM adsync_click WHERE site_id = %s", [site.pk])
 
 
 def fill_history(site, rows: int) -> None:
@@ -117,9 +141,9 @@ def fill_history(site, rows: int) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO adsync_conversion (site_id, event_name, order_id, value, currency, occurred_at, visitor_id,"
-            " msclkid, hashed_email, hashed_phone, source, created_at)"
+            " msclkid, hashed_email, hashed_phone, source, consent, created_at)"
             " SELECT %s, 'purchase', 'hist-' || g, 10, 'USD', now() - make_interval(secs => g * 2592000.0 / %s),"
-            " md5('v' || g), CASE WHEN g %% 20 = 0 THEN '' ELSE md5('c' || g) END, '', '', 'browser', now()"
+            " md5('v' || g), CASE WHEN g %% 20 = 0 THEN '' ELSE md5('c' || g) END, '', '', 'browser', '', now()"
             " FROM generate_series(1, %s) g", [site.pk, max(rows, 1), rows])
         cursor.execute("ANALYZE adsync_conversion")
 
@@ -357,22 +381,6 @@ def check_stored(closed_runs: list[dict], opened: list, connections: int) -> Non
     verdict = "ok" if conversions == pushes and 0 <= in_flight <= connections * len(closed_runs) else "MISMATCH"
     print(f"stored: {conversions} conversions, {pushes} pushes for {answered} 2xx collect answers "
           f"(+{in_flight} in flight at run ends): {verdict}")
-
-
-def ensure_database(url: str) -> None:
-    """CREATE DATABASE if the PostgreSQL database in `url` does not exist yet."""
-    if not url.startswith("postgres"):
-        return
-    from urllib.parse import urlsplit
-
-    import psycopg
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin_url = parts._replace(path="/postgres").geturl()
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
 
 
 if __name__ == "__main__":

@@ -98,6 +98,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+    # The test database is a file too, not Django's shared in-memory one: there a second connection
+    # (the inbox's group-commit writer, the shared cache's table) gets "table is locked" at once
+    # instead of waiting for the lock, which the file the service runs on never does.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".test-db.sqlite3")}
 elif DATABASE_POOL_SIZE := env_int("DATABASE_POOL_SIZE", 0):
     # gunicorn.conf.py sets this for the web processes: under gevent every request is a greenlet
     # with its own Django connection, so without a pool a burst of requests that read the database
@@ -184,10 +188,16 @@ LOGGING = {
 }
 
 # --- django-q2: schedules and workers ---------------------------------------------------
-# ORM broker (delivery receipts, no extra server); one worker on SQLite avoids lock fights.
+# The queue of background jobs. With REDIS_URL (redis://host:6379/0) it is Redis: no polling of
+# PostgreSQL by every worker, the choice once there are several worker hosts. Without it, the
+# ORM broker: no extra server, and delivery receipts (a job whose worker died is delivered again
+# after `retry` seconds), which Redis lacks. Nothing adsync must keep lives only in the queue
+# (docs/reliability.md#the-task-broker): hits and sync-log rows are in the database, and the
+# schedules re-run the flush and the drain. One worker on SQLite avoids lock fights.
+REDIS_URL = env("REDIS_URL", "")
 Q_CLUSTER = {
     "name": "adsync",
-    "orm": "default",
+    **({"redis": REDIS_URL} if REDIS_URL else {"orm": "default"}),
     "workers": env_int("ADSYNC_Q_WORKERS", 1),
     "timeout": 600,
     "retry": 720,
@@ -229,7 +239,7 @@ DEFAULT_EXCEPTION_REPORTER_FILTER = "adsync.security.error_reports.BodyHidingFil
 # --- The shared cache: login throttling and the snippet's rate limits --------------------------
 # Every web process must see the same counts, so never a per-process cache: Redis when REDIS_URL is
 # set, else a table in the database (created by `migrate`, adsync/migrations).
-REDIS_URL = env("REDIS_URL", "")
+# (REDIS_URL is read above, with the job queue.)
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
                           "KEY_PREFIX": "adsync"}}

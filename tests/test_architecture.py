@@ -79,6 +79,19 @@ def test_every_anchor_code_cites_exists_in_the_microsoft_api_doc():
     assert {item for item in cited if item[1] not in anchors} == set()
 
 
+def test_docs_cite_no_file_outside_the_repository_and_their_anchors_exist():
+    """README and docs/ link docs/microsoft-api.md sections, never the reference outside the repository."""
+    doc = (ROOT / "docs" / "microsoft-api.md").read_text()
+    anchors = set(re.findall(r'<a id="([a-z0-9-]+)"', doc))
+    anchors |= {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", doc, re.M)}
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    outside = [f"{page.name}:{n}" for page in pages for n, line in enumerate(page.read_text().splitlines(), 1)
+               if "../shared" in line or "microsoft-ads-api.md" in line]
+    broken = {(page.name, a) for page in pages for a in re.findall(r"microsoft-api\.md#([a-z0-9-]+)", page.read_text())
+              if a not in anchors}
+    assert (outside, broken) == ([], set())
+
+
 # --- A database made before the restructure migrates, data and all ------------------------------------
 
 BEFORE = [("adsync", "0006_sync_log_and_ingest_indexes"), ("tracking", "0002_hit_lane")]

@@ -56,7 +56,7 @@ def adjust(conversion: Conversion, kind: str, *, at: datetime | None = None, val
         # One adjustment of a conversion at a time, and its rows held still while we look at them:
         # a flush cannot record a result for them in between (it waits), nor claim them (SKIP LOCKED).
         conversion = Conversion.objects.select_for_update().get(pk=conversion.pk)
-        list(Push.objects.select_for_update().filter(conversion=conversion).values_list("id", flat=True))
+        list(Push.objects.of_conversion(conversion).select_for_update().values_list("id", flat=True))
         repeat = _repeat(conversion, kind, at)
         if repeat is not None:
             return Adjusted(repeat, created=False)

@@ -216,5 +216,5 @@ def _explain_earlier_conversions(conversion: Conversion) -> None:
 
 def _recorded(conversion: Conversion, *, created: bool, read_pushes: bool = True, replaced: bool = False) -> Recorded:
     # bulk_create(ignore_conflicts=True) returns rows without ids on some backends: read them back.
-    pushes = list(conversion.pushes.order_by("id")) if read_pushes else []
+    pushes = list(Push.objects.of_conversion(conversion).order_by("id")) if read_pushes else []
     return Recorded(conversion=conversion, created=created, pushes=pushes, replaced=replaced)

@@ -13,6 +13,7 @@
 - keys.py: EncryptionKeyState (whether the key derived from SECRET_KEY is retired).
 """
 
+from adsync.models import bulk  # noqa: F401  (registers the `any` lookup)
 from adsync.models.adjustments import Adjustment
 from adsync.models.connections import AccountGoal, Connection, GoalMapping
 from adsync.models.conversions import Click, Conversion

@@ -39,7 +39,7 @@ from django.utils import timezone
 
 from adsync.conf import conf
 from adsync.microsoft.errors import GOAL_NOT_FOUND_CODE
-from adsync.models import ADSYNC_ERROR_PREFIX, AccountGoal, Adjustment, Connection, Conversion, GoalMapping, Push
+from adsync.models import ADSYNC_ERROR_PREFIX, AccountGoal, Adjustment, Connection, Conversion, GoalMapping, Push, bulk
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +76,27 @@ def initial_status(conversion: Conversion, connection: Connection, goal_enhanced
     return Push.PENDING_IDENTITY
 
 
-def _goal_enhanced(conversion: Conversion, mappings: list[GoalMapping]) -> dict[int, bool | None]:
+def _goal_enhanced(conversion: Conversion, mappings: list[GoalMapping],
+                   flags: dict[tuple[int, str], bool] | None = None) -> dict[int, bool | None]:
     """mapping id → its goal's enhanced-conversions flag from the cached goal list (None when not fetched).
-    One query, and only for conversions matched by hashes alone."""
+    One query (none with `flags`, goal_flags read beforehand), and only for conversions matched by hashes alone."""
     if conversion.msclkid or not conversion.has_hashed_pii:
         return {}
     known = [m for m in mappings if m.connection.enhanced_conversions and m.connection.goals_refreshed_at]
-    flags = {(pk, name): enhanced for pk, name, enhanced in AccountGoal.objects.filter(
-        connection_id__in={m.connection_id for m in known}, name__in={m.goal_name for m in known},
-        missing_since__isnull=True).values_list("connection_id", "name", "enhanced_conversions")} if known else {}
+    if flags is None:
+        flags = goal_flags(known)
     return {m.pk: flags.get((m.connection_id, m.goal_name), False) if m in known else None for m in mappings}
+
+
+def goal_flags(mappings: list[GoalMapping]) -> dict[tuple[int, str], bool]:
+    """(connection id, Goal Name) → the goal's enhanced-conversions flag, for mappings whose connection sends
+    hashes and knows its goal list: one query for any number of mappings."""
+    known = [m for m in mappings if m.connection.enhanced_conversions and m.connection.goals_refreshed_at]
+    if not known:
+        return {}
+    return {(pk, name): enhanced for pk, name, enhanced in AccountGoal.objects.filter(
+        connection_id__in={m.connection_id for m in known}, name__in={m.goal_name for m in known},
+        missing_since__isnull=True).values_list("connection_id", "name", "enhanced_conversions")}
 
 
 def create_pushes(conversion: Conversion, mappings: list[GoalMapping] | None = None) -> list[Push]:
@@ -103,11 +114,16 @@ def create_pushes(conversion: Conversion, mappings: list[GoalMapping] | None = N
         ).select_related("connection").only("goal_name", "connection", "connection__enhanced_conversions",
                                             "connection__goals_refreshed_at")
     mappings = list(mappings)
-    enhanced = _goal_enhanced(conversion, mappings)
-    now = timezone.now()
+    return Push.objects.bulk_create(new_pushes(conversion, mappings, timezone.now(), _goal_enhanced(conversion, mappings)),
+                                    ignore_conflicts=True)
+
+
+def new_pushes(conversion: Conversion, mappings, now: datetime, enhanced: dict) -> list[Push]:
+    """The unsaved pushes of a new conversion, one per mapping, in their initial state with their dedupe keys
+    (`enhanced`: _goal_enhanced's flags)."""
     pushes = [
-        Push(
-            conversion=conversion, connection=mapping.connection, goal_name=mapping.goal_name,
+        bulk.new(
+            Push, conversion_id=conversion.pk, connection_id=mapping.connection_id, goal_name=mapping.goal_name,
             msclkid=conversion.msclkid, hashed_email=conversion.hashed_email, hashed_phone=conversion.hashed_phone,
             value=conversion.value, currency=conversion.currency, conversion_time=conversion.occurred_at,
             click_time=conversion.click_time, source=conversion.source,
@@ -121,7 +137,112 @@ def create_pushes(conversion: Conversion, mappings: list[GoalMapping] | None = N
         if push.status == Push.SKIPPED_NO_CONSENT:
             push.error_symbol = ADSYNC_ERROR_PREFIX + "no_consent"
             push.error_message = NO_CONSENT_REASONS[conversion.consent]
-    return Push.objects.bulk_create(pushes, ignore_conflicts=True)
+    return pushes
+
+
+class ChunkPushes:
+    """The pushes a chunk of reports creates and identifies, decided in report order, written at the end.
+
+    The inbox drain (adsync/intake/chunk.py) stores hundreds of reports at once. Replaying, in
+    order, what `create_pushes` and `identify` would have done for each report one after the other
+    gives the same rows (a dedupe key goes to the first push that asks for it, in the chunk or
+    before it), and writing them all at once costs a constant number of queries however long the
+    chunk: read the pending pushes of stored conversions the chunk explains, read which keys are
+    taken, insert the new pushes, update the identified ones.
+    """
+
+    def __init__(self, flags: dict[tuple[int, str], bool]):
+        self.now = timezone.now()
+        self.flags = flags  # goal_flags() of every mapping the chunk may use
+        # ("create", [Push], Conversion) / ("identify", [conversion id or Conversion], msclkid, time)
+        self.events: list[tuple] = []
+
+    def create(self, conversion: Conversion, mappings) -> list[Push]:
+        """As create_pushes(conversion, mappings): the unsaved pushes, kept for write()."""
+        pushes = new_pushes(conversion, mappings, self.now, _goal_enhanced(conversion, mappings, self.flags))
+        self.events.append(("create", pushes, conversion))
+        return pushes
+
+    def hold(self, pushes: list[Push], reason: str) -> None:
+        """As hold_for_review(): these new pushes wait for staff (Release or Drop) instead of going out."""
+        for push in pushes:
+            if push.status in (Push.QUEUED, Push.PENDING_IDENTITY):
+                push.status, push.error_code, push.error_symbol, push.error_message = Push.ERROR, None, VALUE_HELD, reason
+
+    def identify(self, conversions: list, msclkid: str, click_time: datetime) -> None:
+        """As identify(): stored conversions (by id) or this chunk's new ones (objects) took a click."""
+        self.events.append(("identify", conversions, msclkid, click_time))
+
+    def write(self) -> int:
+        """Decide every dedupe key in report order and write: returns how many pushes were inserted."""
+        stored_ids = {c for event in self.events if event[0] == "identify" for c in event[1] if isinstance(c, int)}
+        pending: dict[int, list[Push]] = defaultdict(list)
+        if stored_ids:
+            for push in Push.objects.filter(conversion_id__in=stored_ids, kind=Push.CONVERSION,
+                                            status=Push.PENDING_IDENTITY).order_by("id"):
+                pending[push.conversion_id].append(push)
+        every: dict[int, list[Push]] = defaultdict(list)  # this chunk's new conversions (by object id) → pushes
+        for event in self.events:
+            if event[0] == "create":
+                every[id(event[2])] += event[1]
+        wanted: set[str] = set()  # every key any push may ask for, to read which are taken in one query
+        for event in self.events:
+            if event[0] == "create":
+                wanted.update(p.dedupe_key for p in event[1] if p.dedupe_key)
+            else:
+                wanted.update(self._key_after(p, event[2], event[3]) for p in self._pushes_of(event[1], pending, every))
+        by_chunk: dict[int, list[Push]] = {}  # the same, for pushes created so far in the replay
+        taken = set(Push.objects.filter(dedupe_key__any=wanted).values_list("dedupe_key", flat=True)) if wanted else set()
+        created: list[Push] = []
+        chunk_of: dict[int, int] = {}  # push (object id) → its conversion (object id)
+        identified: dict[int, Push] = {}
+        for event in self.events:
+            if event[0] == "create":
+                for push in event[1]:
+                    if push.dedupe_key in taken:
+                        continue  # Microsoft would ignore it as a duplicate: not created (bulk_create's conflict)
+                    if push.dedupe_key:
+                        taken.add(push.dedupe_key)
+                    created.append(push)
+                    chunk_of[id(push)] = id(event[2])
+                    by_chunk.setdefault(id(event[2]), []).append(push)
+                continue
+            _, conversions, msclkid, click_time = event
+            for push in self._pushes_of(conversions, pending, by_chunk):
+                key = self._key_after(push, msclkid, click_time)
+                if key in taken:
+                    continue  # stays pending_identity, as identify() leaves it
+                taken.add(key)
+                push.msclkid, push.click_time, push.status, push.dedupe_key = msclkid, click_time, Push.QUEUED, key
+                push.next_attempt_at = push.updated_at = self.now
+                if push.pk:
+                    identified[push.pk] = push
+        conversions = {id(event[2]): event[2] for event in self.events if event[0] == "create"}
+        for push in created:
+            if push.conversion_id is None:  # this chunk's conversion, saved since the push was built
+                push.conversion_id = conversions[chunk_of[id(push)]].pk
+        bulk.insert(Push, created)  # a key taken since it was read: IntegrityError, the caller stores one by one
+        Push.objects.bulk_update(list(identified.values()),
+                                 ["msclkid", "click_time", "status", "next_attempt_at", "updated_at", "dedupe_key"])
+        return len(created)
+
+    @staticmethod
+    def _pushes_of(conversions: list, pending: dict, by_chunk: dict) -> list[Push]:
+        found = []
+        for conversion in conversions:
+            if isinstance(conversion, int):
+                found += [p for p in pending.get(conversion, []) if p.status == Push.PENDING_IDENTITY]
+            else:
+                found += [p for p in by_chunk.get(id(conversion), []) if p.status == Push.PENDING_IDENTITY]
+        return found
+
+    @staticmethod
+    def _key_after(push: Push, msclkid: str, click_time: datetime) -> str | None:
+        before = push.msclkid, push.click_time
+        push.msclkid, push.click_time = msclkid, click_time
+        key = push.compute_dedupe_key()
+        push.msclkid, push.click_time = before
+        return key
 
 
 # --- A server report replaces a browser report (docs/tracking.md#source-ranks) ---------------------
@@ -216,7 +337,9 @@ def identify(conversion_ids: list[int], msclkid: str, click_time: datetime) -> i
     Microsoft would ignore them as duplicates, and the unique dedupe key would refuse them.
     """
     now = timezone.now()
-    pushes = list(Push.objects.filter(conversion_id__in=conversion_ids, status=Push.PENDING_IDENTITY))
+    # Oldest first: when two would take the same key, the earlier conversion keeps it (the drain replays this).
+    pushes = list(Push.objects.filter(conversion_id__in=conversion_ids, kind=Push.CONVERSION,
+                                      status=Push.PENDING_IDENTITY).order_by("id"))
     for push in pushes:
         push.msclkid, push.click_time, push.status = msclkid, click_time, Push.QUEUED
         push.next_attempt_at = push.updated_at = now

@@ -162,13 +162,14 @@ def test_a_database_that_does_not_answer_gets_a_503_and_nothing_is_stored(client
     assert not Hit.objects.exists()
 
 
-def queue_hits(site: Site, count: int) -> None:
+def queue_hits(site: Site, count: int, start: int = 0) -> None:
     """`count` conversions of as many visitors, queued as accept() queues them (with their lanes)."""
+    prefix = "B" if not start else "N"
     Hit.objects.bulk_create(
         Hit(site=site, kind=Hit.CONVERSION, lane=lane_of(f"v{i}"), payload={
-            "event": "purchase", "order_id": f"B-{i}", "value": "10.000", "currency": "USD", "occurred_at": None,
-            "msclkid": f"clk{i:05d}", "visitor_id": f"v{i}", "hashed_email": "", "hashed_phone": ""})
-        for i in range(count))
+            "event": "purchase", "order_id": f"{prefix}-{i}", "value": "10.000", "currency": "USD",
+            "occurred_at": None, "msclkid": f"clk{i:05d}", "visitor_id": f"v{i}", "hashed_email": "", "hashed_phone": ""})
+        for i in range(start, start + count))
 
 
 @pytest.mark.skipif(db_connection.vendor != "postgresql", reason="SKIP LOCKED: PostgreSQL")
@@ -277,3 +278,38 @@ def test_a_small_inbox_needs_no_helpers(site, connection, settings, django_captu
     with django_capture_on_commit_callbacks(execute=True):
         assert jobs.drain_inbox() == "inbox: 5 stored, 0 failed"
     assert not OrmQ.objects.exists()
+
+
+def arriving_during_each_chunk(site, per_chunk: int, chunks: int = 20):
+    """Traffic going on while the drain works: `per_chunk` new hits each time it deletes a stored chunk
+    (for the first `chunks` chunks: a drain that never stops would still end, and fail the test)."""
+    arrivals = iter(range(1, chunks + 1))
+
+    def execute(run, sql, params, many, context):
+        result = run(sql, params, many, context)
+        if sql.startswith(f'DELETE FROM "{Hit._meta.db_table}"') and (n := next(arrivals, None)):
+            queue_hits(site, per_chunk, start=100_000 * n)
+        return result
+
+    return db_connection.execute_wrapper(execute)
+
+
+def test_a_flush_stores_the_hits_received_before_it_however_fast_new_ones_arrive(site, connection):
+    queue_hits(site, 2 * inbox.CHUNK + 10)
+
+    with arriving_during_each_chunk(site, inbox.CHUNK):  # new hits as fast as chunks are stored
+        result = inbox.drain(received_before=True)
+
+    assert result.stored == 2 * inbox.CHUNK + 10  # then it stopped: the flush can send
+    assert Conversion.objects.filter(order_id__startswith="B-").count() == 2 * inbox.CHUNK + 10
+    assert inbox.pending().count() >= inbox.CHUNK  # those that arrived wait for the next drain
+
+
+def test_a_drain_under_light_traffic_stores_what_waits_and_leaves_stragglers_for_its_next_run(site, connection):
+    queue_hits(site, 30)
+
+    with arriving_during_each_chunk(site, 2):  # a trickle: fewer than a chunk meanwhile
+        result = inbox.drain(seconds=inbox.DRAIN_SECONDS)
+
+    assert result.stored == 30  # not a chunk of two hits after another for the whole minute
+    assert 0 < inbox.pending().count() < inbox.CHUNK

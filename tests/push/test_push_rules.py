@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from adsync import jobs
 from adsync.intake import inbox, matching
-from adsync.models import AccountGoal, Connection, Push
+from adsync.models import AccountGoal, Connection, Conversion, Push
 from adsync.push import goals, maintenance, operations, transitions
 from adsync.push.flush import flush_connection
 from adsync.sites import api_secrets
@@ -333,6 +333,30 @@ def test_identifiers_older_than_retention_are_purged(site, connection, make_conv
     assert not Click.objects.exists()
     assert (conversion.msclkid, conversion.hashed_email) == ("", "")
     assert Push.objects.get().msclkid == ""
+
+
+def test_retention_purges_in_bounded_batches_and_leaves_recent_identifiers(site, connection, make_conversion):
+    from django.db import connection as db_connection
+    from django.test.utils import CaptureQueriesContext
+
+    from adsync.models import Click
+
+    old, recent = timezone.now() - timedelta(days=95), timezone.now() - timedelta(days=5)
+    for n in range(5):
+        Click.objects.create(site=site, visitor_id=f"v{n}", msclkid=f"old{n}", clicked_at=old)
+        make_conversion(site, hashed_email="e" * 64, occurred_at=old - timedelta(seconds=n))
+    Click.objects.create(site=site, visitor_id="v", msclkid="new", clicked_at=recent)
+    kept = make_conversion(site, hashed_email="f" * 64, occurred_at=recent)
+    Push.objects.update(status=Push.SENT)
+
+    with CaptureQueriesContext(db_connection) as queries:
+        purged = maintenance.purge_identifiers(batch=2)
+
+    assert purged == {"clicks": 5, "hits": 0, "conversions": 5, "pushes": 5}
+    assert list(Click.objects.values_list("msclkid", flat=True)) == ["new"]
+    assert Conversion.objects.exclude(hashed_email="").get() == kept and Push.objects.exclude(msclkid="").count() == 1
+    deletes = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("DELETE")]
+    assert len(deletes) == 3  # 2 + 2 + 1 clicks: each statement bounded, each its own transaction
 
 
 def test_enhanced_conversions_send_hashed_only_rows_when_enabled(mocked, site, make_connection, make_conversion):
