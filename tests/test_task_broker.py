@@ -21,12 +21,14 @@ import pytest
 from django.db import connection as db_connection
 from django.db import connections
 from django_q.brokers import get_broker
+from django_q.conf import Conf
 from django_q.models import OrmQ, Success
 
 from adsync import jobs
 from adsync.conf import conf
 from adsync.models import Conversion, Hit, Push
 from adsync.models.inbox import lane_of
+from tests.servers import TEST_SECRET_KEY, production_env
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.broker
@@ -60,8 +62,7 @@ class Worker:
 
     def __init__(self):
         self.log = tempfile.NamedTemporaryFile(prefix="qcluster-", suffix=".log")
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "DATABASE_URL": worker_database_url(),
-               "ADSYNC_Q_WORKERS": "1", "DEBUG": "false"}
+        env = production_env("broker-worker", DATABASE_URL=worker_database_url(), ADSYNC_Q_WORKERS="1")
         self.process = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env,
                                         stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -90,7 +91,9 @@ def wait_for(predicate, worker: Worker, seconds: float = 60):
 
 @pytest.mark.skipif(db_connection.vendor != "postgresql", reason="the worker process needs a shared database")
 @pytest.mark.django_db(transaction=True)
-def test_a_queued_job_waits_in_the_broker_until_a_worker_process_runs_it(site, connection):
+def test_a_queued_job_waits_in_the_broker_until_a_worker_process_runs_it(site, connection, monkeypatch):
+    # Jobs are signed with SECRET_KEY; the worker runs in production mode, which refuses the repository's key.
+    monkeypatch.setattr(Conf, "SECRET_KEY", TEST_SECRET_KEY)
     Hit.objects.create(site=site, kind=Hit.CONVERSION, lane=lane_of("v1"), payload={
         "event": "purchase", "order_id": "A-1", "value": "10.000", "currency": "USD", "occurred_at": None,
         "msclkid": "clk-1", "visitor_id": "v1", "hashed_email": "", "hashed_phone": ""})
