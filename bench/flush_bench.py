@@ -89,16 +89,16 @@ def queue_in_sql(site, connection, rows: int, when) -> None:
     with db.cursor() as cursor:
         cursor.execute("""
             INSERT INTO adsync_conversion (site_id, event_name, order_id, value, currency, occurred_at, visitor_id,
-                msclkid, hashed_email, hashed_phone, source, consent, created_at)
+                msclkid, hashed_email, hashed_phone, source, consent, created_at, idempotency_key)
             SELECT %s, 'purchase', 'b' || n, 12.5, 'USD', date_trunc('second', %s::timestamptz), '',
-                lpad(to_hex(n), 32, '0'), '', '', 'server', '', now()
+                lpad(to_hex(n), 32, '0'), '', '', 'server', '', now(), ''
             FROM generate_series(1, %s) AS n""", [site.pk, when, rows])
         cursor.execute("""
             INSERT INTO adsync_push (conversion_id, connection_id, goal_name, msclkid, hashed_email, hashed_phone,
                 value, currency, conversion_time, status, error_symbol, error_message, tracking_id, attempts,
-                next_attempt_at, created_at, updated_at, kind)
+                next_attempt_at, created_at, updated_at, kind, source)
             SELECT id, %s, 'Purchase', msclkid, '', '', value, 'USD', occurred_at, 'queued', '', '', '', 0,
-                now(), now(), now(), 'conversion'
+                now(), now(), now(), 'conversion', 'server'
             FROM adsync_conversion WHERE site_id = %s""", [connection.pk, site.pk])
         cursor.execute("ANALYZE adsync_push")
 

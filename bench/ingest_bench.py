@@ -141,9 +141,9 @@ def fill_history(site, rows: int) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO adsync_conversion (site_id, event_name, order_id, value, currency, occurred_at, visitor_id,"
-            " msclkid, hashed_email, hashed_phone, source, consent, created_at)"
+            " msclkid, hashed_email, hashed_phone, source, consent, created_at, idempotency_key)"
             " SELECT %s, 'purchase', 'hist-' || g, 10, 'USD', now() - make_interval(secs => g * 2592000.0 / %s),"
-            " md5('v' || g), CASE WHEN g %% 20 = 0 THEN '' ELSE md5('c' || g) END, '', '', 'browser', '', now()"
+            " md5('v' || g), CASE WHEN g %% 20 = 0 THEN '' ELSE md5('c' || g) END, '', '', 'browser', '', now(), ''"
             " FROM generate_series(1, %s) g", [site.pk, max(rows, 1), rows])
         cursor.execute("ANALYZE adsync_conversion")
 
