@@ -14,6 +14,7 @@ from django.core.validators import MinValueValidator
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from adsync.formats import count
 from adsync.intake.adjustments import AdjustmentRefused, adjust
 from adsync.models import Adjustment, Conversion, Push
 from adsync.push.transitions import MICROSOFT_WINDOW
@@ -118,5 +119,5 @@ def _apply(model_admin, request, planned: list[Planned], kind: str, data: dict) 
         except AdjustmentRefused as error:
             refused += 1
             model_admin.message_user(request, f"{item.conversion}: {error.problem}", messages.WARNING)
-    model_admin.message_user(request, f"{done} conversion(s) adjusted; adjustments of sent conversions go to "
+    model_admin.message_user(request, f"{count(done, 'conversion')} adjusted; adjustments of sent conversions go to "
                                       f"Microsoft on the next flush." + (f" {refused} refused." if refused else ""))

@@ -42,19 +42,20 @@ PICK_TTL = timedelta(minutes=30)
 REQUIRED_PERMISSIONS = ("adsync.change_connection", OPERATE_PERMISSION)
 
 
-def connection_urls(model_admin) -> list:
-    """The card's extra admin URLs, added by ConnectionAdmin.get_urls (admin login, never_cache, CSRF)."""
+def card_paths(model_admin, pages: list[tuple[str, object]]) -> list:
+    """The card's extra admin URLs `<pk>/<route>/`, named `adsync_connection_<route>` (dashes as underscores),
+    behind the admin's login, never_cache and CSRF; each view takes (request, model_admin, pk)."""
     def wrap(view):
         return model_admin.admin_site.admin_view(lambda request, pk: view(request, model_admin, pk))
 
-    return [
-        path("<int:pk>/connect/", wrap(connect), name="adsync_connection_connect"),
-        path("<int:pk>/reconnect/", wrap(reconnect), name="adsync_connection_reconnect"),
-        path("<int:pk>/pick-account/", wrap(pick_account), name="adsync_connection_pick_account"),
-        path("<int:pk>/disconnect/", wrap(disconnect), name="adsync_connection_disconnect"),
-        path("<int:pk>/refresh-goals/", wrap(refresh_goals), name="adsync_connection_refresh_goals"),
-        path("<int:pk>/resync/", wrap(resync), name="adsync_connection_resync"),
-    ]
+    return [path(f"<int:pk>/{route}/", wrap(view), name=f"adsync_connection_{route.replace('-', '_')}")
+            for route, view in pages]
+
+
+def connection_urls(model_admin) -> list:
+    """The connection's pages: Connect, Reconnect, the account picker, Disconnect and the one-click fixes."""
+    return card_paths(model_admin, [("connect", connect), ("reconnect", reconnect), ("pick-account", pick_account),
+                                    ("disconnect", disconnect), ("refresh-goals", refresh_goals), ("resync", resync)])
 
 
 def operable_connection(request: HttpRequest, model_admin, pk: int) -> Connection:

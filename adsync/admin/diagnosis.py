@@ -13,17 +13,19 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.timesince import timesince
 
 from adsync import jobs
-from adsync.admin.connect import REQUIRED_PERMISSIONS, operable_connection  # operators and superusers
+from adsync.admin.connect import REQUIRED_PERMISSIONS, card_paths, operable_connection  # operators and superusers
+from adsync.admin.read_only import ReadOnlyAdmin
 from adsync.conf import conf
 from adsync.diagnosis import fixes, reconciliation
 from adsync.diagnosis.run import latest_run
+from adsync.formats import count
 from adsync.links import card_url, connection_page_url
 from adsync.models import CheckResult, Connection, DiagnosisRun
 from adsync.models.diagnosis import FAIL, PASS, SKIP, WARN
@@ -40,7 +42,7 @@ def check_connection(modeladmin: admin.ModelAdmin, request, queryset) -> None:
     ids = list(queryset.values_list("pk", flat=True))
     for pk in ids:
         _queue_check(request, pk)
-    modeladmin.message_user(request, f"Check queued for {len(ids)} connection(s): the worker runs the checklist "
+    modeladmin.message_user(request, f"Check queued for {count(len(ids), 'connection')}: the worker runs the checklist "
                                      f"within a minute or so, and the card shows it.", messages.SUCCESS)
 
 
@@ -106,15 +108,9 @@ def _extra(run: DiagnosisRun, check: CheckResult) -> SafeString:
 # --- The card's extra pages -----------------------------------------------------------------------
 
 def diagnosis_urls(model_admin) -> list:
-    """The card's diagnosis URLs, added by ConnectionAdmin.get_urls (admin login, never_cache, CSRF)."""
-    def wrap(view):
-        return model_admin.admin_site.admin_view(lambda request, pk: view(request, model_admin, pk))
-
-    return [
-        path("<int:pk>/check/", wrap(check_now), name="adsync_connection_check"),
-        path("<int:pk>/create-goal/", wrap(create_goal), name="adsync_connection_create_goal"),
-        path("<int:pk>/reconciliation/", wrap(reconciliation_page), name="adsync_connection_reconciliation"),
-    ]
+    """Check this connection, one-click goal creation and the reconciliation page."""
+    return card_paths(model_admin, [("check", check_now), ("create-goal", create_goal),
+                                    ("reconciliation", reconciliation_page)])
 
 
 def check_now(request: HttpRequest, model_admin, pk: int) -> HttpResponse:
@@ -201,7 +197,7 @@ def reconciliation_page(request: HttpRequest, model_admin, pk: int) -> HttpRespo
 # --- The history of runs ---------------------------------------------------------------------------
 
 @admin.register(DiagnosisRun)
-class DiagnosisRunAdmin(OperatorActionsMixin, admin.ModelAdmin):
+class DiagnosisRunAdmin(OperatorActionsMixin, ReadOnlyAdmin):
     """Every diagnosis run, newest first: the history behind the card's checklist. Read-only."""
 
     list_display = ["started_at", "connection", "trigger", "outcome_badge", "counts", "requested_by"]
@@ -209,15 +205,6 @@ class DiagnosisRunAdmin(OperatorActionsMixin, admin.ModelAdmin):
     list_select_related = ["connection__site"]
     fields = ["connection", "started_at", "finished_at", "trigger", "requested_by", "outcome", "checklist"]
     readonly_fields = fields
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     @admin.display(description="Outcome", ordering="outcome")
     def outcome_badge(self, run: DiagnosisRun) -> str:

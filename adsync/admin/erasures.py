@@ -13,6 +13,7 @@ from django.urls import path, reverse
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 
+from adsync.admin.read_only import ReadOnlyAdmin
 from adsync.intake import forget
 from adsync.intake.identity import SHA256_HEX, IdentifierError
 from adsync.models import Erasure, Site
@@ -75,19 +76,10 @@ def confirm_or_erase(model_admin, request: HttpRequest, who: forget.Person, extr
 
 
 @admin.register(Erasure)
-class ErasureAdmin(admin.ModelAdmin):
+class ErasureAdmin(ReadOnlyAdmin):
     list_display = ["erased_at", "actor", "via", "keys", "counts"]
     readonly_fields = ["erased_at", "actor", "via", "keys", "counts"]
     change_list_template = "admin/adsync/erasure/change_list.html"
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     def get_urls(self):
         view = self.admin_site.admin_view(self.forget_view)

@@ -17,6 +17,7 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString, mark_safe
 
 from adsync import jobs
+from adsync.admin.read_only import ReadOnlyAdmin
 from adsync.formats import count
 from adsync.insights.chart import COUNTS_NOTE, LAG_NOTE, daily_totals, spend_conversions_svg
 from adsync.links import sync_log_url
@@ -114,7 +115,7 @@ class DateRangeFilter(admin.FieldListFilter):
 
 
 @admin.register(CampaignInsight)
-class CampaignInsightAdmin(admin.ModelAdmin):
+class CampaignInsightAdmin(ReadOnlyAdmin):
     """Campaign insights: daily numbers per campaign as Microsoft reported them, read-only."""
 
     list_display = ["date", "campaign_name", "campaign_id", "impressions", "clicks", "spend", "conversions",
@@ -125,15 +126,6 @@ class CampaignInsightAdmin(admin.ModelAdmin):
     show_full_result_count = False
     list_per_page = 100
     readonly_fields = [f.name for f in CampaignInsight._meta.fields]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     def changelist_view(self, request, extra_context=None):
         """Add totals over the filtered rows (all pages), one line per currency."""

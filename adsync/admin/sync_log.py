@@ -14,6 +14,7 @@ from django.utils.html import format_html
 from adsync.admin.adjust import adjustment_action
 from adsync.admin.badges import push_badge
 from adsync.admin.large_tables import EstimatingPaginator, search_by_identifier
+from adsync.admin.read_only import ReadOnlyAdmin
 from adsync.formats import count, money
 from adsync.microsoft.errors import remedy_hint
 from adsync.models import Adjustment, Push
@@ -29,7 +30,7 @@ def _cut(text: str, title: str = "") -> str:
 
 
 @admin.register(Push)
-class PushAdmin(OperatorActionsMixin, admin.ModelAdmin):
+class PushAdmin(OperatorActionsMixin, ReadOnlyAdmin):
     """The sync log: what adsync sent to Microsoft (or holds back), one row per conversion and connection."""
 
     list_display = ["when", "status_badge", "goal", "click_id", "amount", "order_id", "connection_short",
@@ -46,15 +47,6 @@ class PushAdmin(OperatorActionsMixin, admin.ModelAdmin):
     list_per_page = 50
     date_hierarchy = None
     change_list_template = "admin/adsync/push/change_list.html"
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
     def changelist_view(self, request, extra_context=None):
         return super().changelist_view(request, {"title": "Sync log", **(extra_context or {})})
@@ -107,14 +99,14 @@ class PushAdmin(OperatorActionsMixin, admin.ModelAdmin):
     @admin.action(description="Release held values: send the selected rows held for review (adsync:value_held)",
                   permissions=["operate"])
     def release_held_values(self, request, queryset):
-        count = transitions.release_held_values(queryset)
-        self.message_user(request, f"{count} held row(s) released: queued for the next flush (or waiting for a click "
-                                   f"id). Rows not held for review were left alone.")
+        released = transitions.release_held_values(queryset)
+        self.message_user(request, f"{count(released, 'held row')} released: queued for the next flush (or "
+                                   f"waiting for a click id). Rows not held for review were left alone.")
 
     @admin.action(description="Drop held values: never send the selected rows held for review", permissions=["operate"])
     def drop_held_values(self, request, queryset):
-        count = transitions.drop_held_values(queryset)
-        self.message_user(request, f"{count} held row(s) dropped: they will not be sent (Release still undoes it).")
+        dropped = transitions.drop_held_values(queryset)
+        self.message_user(request, f"{count(dropped, 'held row')} dropped: they will not be sent (Release still undoes it).")
 
     @admin.display(description="Error from")
     def error_source(self, push: Push) -> str:

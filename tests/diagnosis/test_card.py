@@ -87,7 +87,7 @@ def test_check_this_connection_is_an_operator_action_that_queues_the_checklist_w
         response = client.post("/admin/adsync/connection/", {"action": "check_connection",
                                                              "_selected_action": [conn.pk]}, follow=True)
 
-    assert "Check queued for 1 connection(s)" in response.content.decode()
+    assert "Check queued for 1 connection:" in response.content.decode()
     task, = OrmQ.objects.all()
     assert task.task["func"] == "adsync.jobs.diagnose"
     assert task.task["args"] == (conn.pk, DiagnosisRun.OPERATOR)
