@@ -35,11 +35,15 @@ def send_test_conversion(mapping: GoalMapping) -> Push:
     The caller queues the flush (jobs.enqueue_flush).
     """
     connection = mapping.connection
-    now = timezone.now().replace(microsecond=0)
+    at = timezone.now().replace(microsecond=0) - timedelta(seconds=5)
+    # Microsoft keys a conversion by click id, goal and second: a test sent again within the same second
+    # (a double click) takes the next second, or it would be a duplicate and get no sync-log row.
+    last = Push.objects.filter(connection=connection, goal_name=mapping.goal_name, msclkid=TEST_MSCLKID,
+                               conversion_time__gte=at).aggregate(last=Max("conversion_time"))["last"]
     conversion = Conversion.objects.create(
         site=connection.site, event_name=mapping.event_name, order_id=f"adsync-test-{uuid.uuid4().hex[:12]}",
-        currency=connection.site.default_currency, msclkid=TEST_MSCLKID, occurred_at=now - timedelta(seconds=5),
-        source=Conversion.SOURCE_ADMIN,
+        currency=connection.site.default_currency, msclkid=TEST_MSCLKID,
+        occurred_at=max(at, last + timedelta(seconds=1)) if last else at, source=Conversion.SOURCE_ADMIN,
     )
     transitions.create_pushes(conversion, [mapping])
     return conversion.pushes.get(connection=connection, kind=Push.CONVERSION)

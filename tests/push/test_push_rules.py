@@ -392,6 +392,17 @@ def test_send_test_conversion_pushes_the_fake_click_id_and_logs_microsofts_rejec
     assert (push.status, push.error_code, push.error_message) == (Push.ERROR, 5604, message)
 
 
+def test_a_test_conversion_sent_twice_in_the_same_second_gets_two_sync_log_rows(connection, time_machine):
+    time_machine.move_to(timezone.now().replace(microsecond=0), tick=False)  # both clicks in one second
+    mapping = connection.goal_mappings.get()
+
+    first = operations.send_test_conversion(mapping)
+    second = operations.send_test_conversion(mapping)
+
+    assert first.pk != second.pk and {first.status, second.status} == {Push.QUEUED}
+    assert second.conversion_time - first.conversion_time == timedelta(seconds=1)
+
+
 def test_dry_run_reports_what_would_be_sent_and_changes_nothing(mocked, connection, site, make_conversion, capsys):
     make_conversion(site)
     make_conversion(site, occurred_at=timezone.now() - timedelta(days=100))
