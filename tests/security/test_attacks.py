@@ -30,6 +30,7 @@ from adsync.models import ApiSecret, Click, Conversion, Hit, Push, Site, format_
 from adsync.push import transitions
 from adsync.sites import api_secrets
 from tests.conftest import APPLY_URL, form_fields
+from tracking import limits
 
 pytestmark = pytest.mark.django_db
 
@@ -221,6 +222,24 @@ def test_forged_conversions_cannot_grow_the_inbox_past_its_cap(client, shop, mak
     assert (full.json(), full["Retry-After"]) == ({"error": "inbox: full, try again later"}, "60")
     assert Hit.objects.filter(site=shop).count() == 5
     assert collect(client, purchase(other), drain=False).status_code == 202
+
+
+def test_the_inbox_cap_counts_hits_already_waiting_whether_the_inbox_is_small_or_large(client, shop, make_site,
+                                                                                        settings):
+    settings.ADSYNC_INBOX_CAP = 10
+    other = make_site()
+    for _ in range(4):  # a small inbox (at most half the cap): its id span bounds the site's count
+        collect(client, purchase(shop), drain=False)
+    limits.forget()  # another web process, which has not counted yet
+
+    statuses = [collect(client, purchase(shop), address=f"198.51.100.{n}", drain=False).status_code for n in range(8)]
+
+    assert statuses == [202] * 6 + [503] * 2
+    for _ in range(3):  # now the inbox is larger than half the cap: each site's hits are counted
+        Hit.objects.create(site=other, kind=Hit.CONVERSION, payload={})
+    limits.forget()
+    assert collect(client, purchase(other), drain=False).status_code == 202
+    assert collect(client, purchase(shop), drain=False).status_code == 503
 
 
 def test_forged_conversion_unsigned_or_mismatched_is_refused_when_the_site_takes_signed_conversions_only(
