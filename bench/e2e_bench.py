@@ -91,19 +91,8 @@ def free_port() -> int:
 
 def prepare() -> None:
     from django.core.management import call_command
-    from django.db import connection
-    from django.utils import timezone
 
-    from adsync.models import Click, Connection, Conversion, GoalMapping, Hit, Push, Site
-
-    with connection.cursor() as cursor:
-        tables = [m._meta.db_table for m in (Push, Conversion, Click, Hit, GoalMapping, Connection, Site)]
-        cursor.execute(f"TRUNCATE {', '.join(tables)}, django_q_ormq, django_q_task RESTART IDENTITY CASCADE")
-    site = Site.objects.create(name="End to end", key=SITE_KEY, allowed_origins=ORIGIN)
-    conn = Connection.objects.create(
-        site=site, status=Connection.ACTIVE, customer_id="1", account_id="2", access_token="e2e-access",
-        refresh_token="e2e-refresh", token_expires_at=timezone.now() + timezone.timedelta(days=7))
-    GoalMapping.objects.create(connection=conn, event_name="purchase", goal_name="Purchase")
+    faultkit.fresh_site("End to end", SITE_KEY, ORIGIN)
     call_command("setup_schedules", stdout=io.StringIO())
 
 

@@ -254,3 +254,21 @@ def print_verdict(verdict: Verdict, **extra) -> None:
     for problem in verdict.violations[:20]:
         print(f"  VIOLATION: {problem}")
     print("PASS" if verdict.ok else f"FAIL ({len(verdict.violations)} violation(s))")
+
+
+def fresh_site(name: str, key: str, origin: str) -> None:
+    """Empty adsync's tables and the job queue, then one site with an active connection mapping purchase → Purchase
+    (its tokens fresh for a week: the stand-in is never asked for one)."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from adsync.models import Click, Connection, Conversion, GoalMapping, Hit, Push, Site
+
+    with connection.cursor() as cursor:
+        tables = [m._meta.db_table for m in (Push, Conversion, Click, Hit, GoalMapping, Connection, Site)]
+        cursor.execute(f"TRUNCATE {', '.join(tables)}, django_q_ormq, django_q_task RESTART IDENTITY CASCADE")
+    site = Site.objects.create(name=name, key=key, allowed_origins=origin)
+    conn = Connection.objects.create(
+        site=site, status=Connection.ACTIVE, customer_id="1", account_id="2", access_token="bench-access",
+        refresh_token="bench-refresh", token_expires_at=timezone.now() + timezone.timedelta(days=7))
+    GoalMapping.objects.create(connection=conn, event_name="purchase", goal_name="Purchase")
