@@ -96,28 +96,6 @@ def prepare() -> None:
     call_command("setup_schedules", stdout=io.StringIO())
 
 
-def start_gunicorn(port: int, log) -> subprocess.Popen:
-    """`gunicorn config.wsgi` from the project root: gunicorn.conf.py as in production."""
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind",
-                                f"127.0.0.1:{port}", "--log-level", "warning"],
-                               cwd=ROOT, env=os.environ.copy(), stdout=log, stderr=log, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return process
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("gunicorn did not start") from None
-            time.sleep(0.2)
-
-
-def start_worker(workers: int, log) -> subprocess.Popen:
-    env = {**os.environ, "ADSYNC_Q_WORKERS": str(workers)}
-    return subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, stdout=log, stderr=log,
-                            start_new_session=True)
-
-
 def stop(process: subprocess.Popen, group: bool) -> None:
     try:
         if group:
@@ -247,8 +225,8 @@ def main() -> None:
         script = Path(tmp) / "e2e.lua"
         script.write_text(LUA)
         log = open(Path(tmp) / "processes.log", "ab")
-        web = start_gunicorn(port, log)
-        worker = start_worker(args.q_workers, log)
+        web = faultkit.start_gunicorn(port, log)
+        worker = faultkit.start_cluster(args.q_workers, log)
         try:
             for rate in sorted(args.rate or [250, 500, 1000, 2000, 3000, 4000]):
                 results.append(one_rate(port, script, rate, args))

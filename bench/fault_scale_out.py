@@ -55,31 +55,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_gunicorn(port: int, processes: int, log) -> subprocess.Popen:
-    """`gunicorn config.wsgi` from the project root: it reads gunicorn.conf.py, as in production."""
-    env = {**os.environ, "WEB_CONCURRENCY": str(processes), "ALLOWED_HOSTS": "127.0.0.1"}
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind",
-                                f"127.0.0.1:{port}", "--log-level", "warning"],
-                               cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/t/v1/adsync.js")
-            conn.getresponse().read()
-            return process
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("a gunicorn instance did not start; see its log") from None
-            time.sleep(0.2)
-
-
-def start_cluster(workers: int, log) -> subprocess.Popen:
-    env = {**os.environ, "ADSYNC_Q_WORKERS": str(workers), "ADSYNC_LOG_LEVEL": "WARNING"}
-    return subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, stdout=log, stderr=log,
-                            start_new_session=True)
-
-
 def stop(process: subprocess.Popen, group: bool) -> None:
     """gunicorn: its whole process group; qcluster: its main process, which stops its own (both are
     session leaders, so whatever is left is killed as a group after 30 s)."""
@@ -262,8 +237,9 @@ def run_one(broker: str, args) -> int:
         stop_event = threading.Event()
         queuer = threading.Thread(target=keep_queueing, args=(stop_event,))
         try:
-            webs = [start_gunicorn(port, args.web_processes, web_log) for port in ports]
-            clusters = [start_cluster(args.q_workers, open(path, "ab")) for path in logs.values()]
+            web_env = {"WEB_CONCURRENCY": str(args.web_processes), "ALLOWED_HOSTS": "127.0.0.1"}
+            webs = [faultkit.start_gunicorn(port, web_log, **web_env) for port in ports]
+            clusters = [faultkit.start_cluster(args.q_workers, open(path, "ab")) for path in logs.values()]
             queuer.start()
             started = time.monotonic()
             traffic = Traffic(ports, args.visitors, args.clients, f"{int(time.time()) % 100000:05d}")

@@ -272,3 +272,31 @@ def fresh_site(name: str, key: str, origin: str) -> None:
         site=site, status=Connection.ACTIVE, customer_id="1", account_id="2", access_token="bench-access",
         refresh_token="bench-refresh", token_expires_at=timezone.now() + timezone.timedelta(days=7))
     GoalMapping.objects.create(connection=conn, event_name="purchase", goal_name="Purchase")
+
+
+def start_gunicorn(port: int, log, **env: str) -> subprocess.Popen:
+    """`gunicorn config.wsgi` from the project root (it reads gunicorn.conf.py, as in production), once it
+    serves the snippet; `env` adds to this process's environment (WEB_CONCURRENCY...)."""
+    import http.client
+
+    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind",
+                                f"127.0.0.1:{port}", "--log-level", "warning"], cwd=ROOT,
+                               env={**os.environ, **env}, stdout=log, stderr=log, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/t/v1/adsync.js")
+            conn.getresponse().read()
+            return process
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"gunicorn on port {port} did not start; see its log") from None
+            time.sleep(0.2)
+
+
+def start_cluster(workers: int, log) -> subprocess.Popen:
+    """`manage.py qcluster` with `workers` django-q workers, a session of its own."""
+    env = {**os.environ, "ADSYNC_Q_WORKERS": str(workers), "ADSYNC_LOG_LEVEL": "WARNING"}
+    return subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, stdout=log, stderr=log,
+                            start_new_session=True)
